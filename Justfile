@@ -1,0 +1,29 @@
+# lifelong: common tasks. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# the quickstart: split digits, ER vs finetune in about a minute on 2 CPU cores
+demo:
+    lifelong run experiments/quickstart.yaml
+
+# the fast test suite (what CI runs)
+test:
+    python -m pytest -q -n 2 --durations=15
+
+# everything, slow tests included
+test-all:
+    python -m pytest -q -n 2 -m "" --durations=15
+
+# ruff and mypy
+lint:
+    ruff check lifelong tests benchmarks
+    ruff format --check lifelong tests benchmarks
+    mypy
+
+# the MLflow UI on the project's store (runs/mlflow.db)
+ui port="5000":
+    mlflow ui --backend-store-uri sqlite:///$(pwd)/runs/mlflow.db --host 127.0.0.1 --port {{port}}
+
+# throughput and accuracy benchmarks (print tables, write JSON under benchmarks/results)
+bench:
+    python benchmarks/throughput.py

@@ -1,0 +1,141 @@
+"""The ``lifelong`` command: run, show, list, compare."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from lifelong.errors import ConfigError, DataError
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: use comma-separated integers, e.g. 0,1,2") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
+    run.add_argument("config", help="experiment YAML")
+    run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
+    run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
+    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    show = sub.add_parser("show", help="print the resolved config")
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*")
+    sub.add_parser("list", help="registered strategies, datasets, scenarios, backbones and heads")
+    compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per strategy")
+    compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
+    compare.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    compare.add_argument("--out", default=None, help="markdown file (default: runs/<experiment>/compare.md)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; user errors print one message and exit with 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare}[args.command](args)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lifelong import config
+
+    print(config.to_yaml(config.load(args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lifelong import config
+    from lifelong.run import check_names, run_seeds
+
+    cfg = config.load(args.config, args.overrides)
+    check_names(cfg)
+    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet)
+    for result in results:
+        print()
+        print(format_result(result))
+    store = results[0].config.output_dir
+    print(f"\nMLflow UI: just ui   (or: mlflow ui --backend-store-uri sqlite:///{Path(store).resolve()}/mlflow.db)")
+    return 0
+
+
+def format_result(result) -> str:  # noqa: ANN001
+    """The accuracy matrix and the stream metrics as a terminal table."""
+    tensor = result.matrix.as_tensor()
+    n = tensor.shape[1]
+    lines = [f"{result.config.run_name}  (run dir: {result.run_dir})", "after \\ on " + "".join(f"{f'exp{j}':>8}" for j in range(n))]
+    if result.matrix.initial is not None:
+        lines.append(f"{'init':<11}" + "".join(f"{v:8.3f}" for v in result.matrix.initial))
+    for i in range(tensor.shape[0]):
+        lines.append(f"{f'exp{i}':<11}" + "".join(f"{float(v):8.3f}" for v in tensor[i]))
+    lines.append("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lifelong.data import DATASETS, SCENARIOS
+    from lifelong.models import BACKBONES, HEADS, backbone_names
+    from lifelong.strategies import STRATEGIES
+
+    for title, registry, names in (
+        ("strategies", STRATEGIES, STRATEGIES.names()),
+        ("datasets", DATASETS, DATASETS.names()),
+        ("scenarios", SCENARIOS, SCENARIOS.names()),
+        ("backbones", BACKBONES, backbone_names()),
+        ("heads", HEADS, HEADS.names()),
+    ):
+        print(f"{title}:")
+        for name in names:
+            doc = registry.describe(name) if name in registry else "any timm model by name, e.g. timm:resnet18"
+            print(f"  {name:<22} {doc}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lifelong.tracking import resolve_uri, stream_metric_table
+
+    rows = stream_metric_table(resolve_uri(args.uri), args.experiment)
+    if not rows:
+        print(f"experiment {args.experiment!r} has no finished runs yet")
+        return 1
+    table = compare_table(rows)
+    print(table)
+    out = Path(args.out) if args.out else Path("runs") / args.experiment / "compare.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {args.experiment}\n\n{table}\n")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def compare_table(rows: list[dict]) -> str:
+    """A markdown table: one row per strategy, mean ± std over its runs of each stream metric."""
+    metrics = sorted({k for row in rows for k in row if k not in ("strategy", "seed", "run_name")})
+    by_strategy: dict[str, list[dict]] = {}
+    for row in rows:
+        by_strategy.setdefault(row["strategy"], []).append(row)
+    header = "| strategy | runs | " + " | ".join(metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 2)]
+    for strategy, group in sorted(by_strategy.items()):
+        cells = [_mean_std([r[m] for r in group if m in r]) for m in metrics]
+        lines.append(f"| {strategy} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

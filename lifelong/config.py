@@ -1,0 +1,261 @@
+"""Typed experiment configuration: dataclass schemas merged with YAML files and CLI dotlist overrides.
+
+``load(paths, overrides)`` returns a validated :class:`ExperimentConfig`. A YAML file may name a
+parent with ``extends: other.yaml`` (relative to itself); the parent is merged first. Structural
+mistakes (an unknown key, a wrong type, an impossible value) raise :class:`ConfigError` naming
+the key, the bad value and what is allowed. Names that live in registries (strategy, dataset,
+backbone ...) are checked by ``lifelong.run.check_names`` before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lifelong.errors import ConfigError, did_you_mean, unknown_choice
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class OnlineConfig:
+    """Single-pass (online) learning: each experience is seen once in mini-batches of ``batch_size``."""
+
+    batch_size: int | None = None
+
+
+@dataclass
+class StreamConfig:
+    dataset: str = "digits"
+    scenario: str = "class_incremental"
+    n_experiences: int = 5
+    root: str | None = None
+    download: bool = False
+    class_order: list[int] | None = None
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mlp"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    multi_head: bool = False
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "finetune"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    log_every_n_steps: int = 20
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = False
+    progress_bar: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 0
+    output_dir: str = "runs"
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``tracking.experiment`` if set, else ``name``."""
+        return self.tracking.experiment or self.name
+
+    @property
+    def run_name(self) -> str:
+        """``<strategy>-<dataset>-s<seed>`` (DESIGN §6)."""
+        return f"{self.strategy.name}-{self.stream.dataset}-s{self.seed}"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML file, following ``extends:`` chains (parents first, cycles rejected)."""
+    return _read_yaml(Path(path), seen=())
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"extends: cycle through {path}")
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_yaml(path.parent / str(parent), seen + (path,))
+    return OmegaConf.to_container(OmegaConf.merge(base, data))  # type: ignore[return-value]
+
+
+def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Merge defaults, YAML files (in order) and ``key=value`` overrides into a validated config.
+
+    Raises:
+        ConfigError: on an unknown key, a wrong type or an invalid value.
+    """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, str | Path):
+        paths = [paths]
+    merged: DictConfig = OmegaConf.structured(ExperimentConfig)
+    for path in paths:
+        merged = _merge(merged, OmegaConf.create(read_yaml(path)), source=str(path))
+    if overrides:
+        _check_override_syntax(overrides)
+        merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), source="command line")
+    cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def _check_override_syntax(overrides: list[str]) -> None:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. strategy.name=er")
+
+
+def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise _translate(err, source) from None
+
+
+def _translate(err: OmegaConfBaseException, source: str) -> ConfigError:
+    """Turn an OmegaConf error into a ConfigError naming the key and what is allowed."""
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, ConfigKeyError):
+        parent, _, leaf = key.rpartition(".")
+        allowed = _allowed_keys(parent)
+        return ConfigError(
+            f"unknown config key {key!r} (from {source}){did_you_mean(leaf, allowed)}; "
+            f"keys allowed here: {', '.join(allowed)}"
+        )
+    if isinstance(err, ValidationError):
+        expected = _expected_type(key)
+        return ConfigError(f"{key}: {err.msg.splitlines()[0]} (from {source}); expected {expected}")
+    return ConfigError(f"{key}: {err} (from {source})")
+
+
+def _schema_node(dotted: str) -> Any:
+    node: Any = ExperimentConfig()
+    for part in filter(None, dotted.split(".")):
+        node = getattr(node, part, None)
+    return node
+
+
+def _allowed_keys(dotted_parent: str) -> list[str]:
+    node = _schema_node(dotted_parent)
+    fields = getattr(node, "__dataclass_fields__", None)
+    return sorted(fields) if fields else []
+
+
+def _expected_type(key: str) -> str:
+    parent, _, leaf = key.rpartition(".")
+    fields = getattr(_schema_node(parent), "__dataclass_fields__", {})
+    return str(fields[leaf].type) if leaf in fields else "a value of the schema's type"
+
+
+def _require(condition: bool, key: str, value: object, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not allowed; {allowed}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Value checks that types alone cannot express."""
+    _require(cfg.stream.n_experiences >= 1, "stream.n_experiences", cfg.stream.n_experiences, "use an integer >= 1")
+    online = cfg.stream.online.batch_size
+    _require(online is None or online >= 1, "stream.online.batch_size", online, "use null (offline) or >= 1")
+    for key in ("train_per_class", "test_per_class"):
+        value = getattr(cfg.stream, key)
+        _require(value is None or value >= 1, f"stream.{key}", value, "use null (all samples) or >= 1")
+    _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "use an integer >= 1")
+    _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "use an integer >= 1")
+    _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size, "use >= 1")
+    _require(cfg.train.num_workers >= 0, "train.num_workers", cfg.train.num_workers, "use >= 0")
+    _require(cfg.train.log_every_n_steps >= 1, "train.log_every_n_steps", cfg.train.log_every_n_steps, "use >= 1")
+    _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a learning rate > 0")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise unknown_choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    if cfg.trainer.precision not in PRECISIONS:
+        raise unknown_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigError(f"name={cfg.name!r} is not allowed; use a non-empty name without '/'")
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain Python containers."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text (what ``lifelong show`` prints and runs log)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(cfg: ExperimentConfig) -> dict[str, str]:
+    """``{"stream.dataset": "digits", ...}``: the resolved config as MLflow params."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = str(node)
+
+    walk(to_dict(cfg), "")
+    return out

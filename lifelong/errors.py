@@ -1,0 +1,31 @@
+"""Errors raised on bad user input.
+
+A leaf module: every layer may raise these without importing the config layer.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key, the value and what is allowed."""
+
+
+class DataError(RuntimeError):
+    """A dataset is missing or unreadable; the message names the file and how to get it."""
+
+
+def did_you_mean(value: str, allowed: Iterable[str]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest allowed name, or an empty string."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_choice(key: str, value: object, allowed: Iterable[str]) -> ConfigError:
+    """Build the error for ``key=value`` when ``value`` is not one of ``allowed``."""
+    allowed = sorted(allowed)
+    return ConfigError(
+        f"{key}={value!r} is not allowed{did_you_mean(str(value), allowed)}; choose one of: {', '.join(allowed)}"
+    )

@@ -1,0 +1,107 @@
+"""The outer loop over experiences (DESIGN §4): a fresh Trainer per experience, evaluation after each.
+
+All continual-learning state lives in the module and its strategy; a Trainer only runs one
+``fit`` (and the evaluations around it) and is then dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
+from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.module import ContinualModule
+
+TrainerFactory = Callable[[], L.Trainer]
+
+
+class LoopListener(Protocol):
+    """What the loop reports; ``run.py`` connects it to printing and tracking."""
+
+    def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None: ...
+
+    def on_experience_end(self, experience: Experience, seconds: float, samples: int) -> None: ...
+
+
+@dataclass
+class LoaderSettings:
+    """How the loop turns datasets into loaders."""
+
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int = 0
+    seed: int = 0
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
+    """A DataLoader; in-memory experience datasets are gathered a whole batch at a time."""
+    batched = isinstance(dataset, TensorExperienceDataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=identity_collate if batched else None,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def evaluate(trainer: L.Trainer, module: ContinualModule, loaders: list[DataLoader]) -> list[float]:
+    """Accuracy of the current model on every test experience."""
+    trainer.validate(module, dataloaders=loaders, verbose=False)
+    return module.accuracies()
+
+
+def run_stream(
+    module: ContinualModule,
+    stream: Stream,
+    make_trainer: TrainerFactory,
+    loaders: LoaderSettings,
+    listener: LoopListener,
+) -> AccuracyMatrix:
+    """Train ``module`` on each experience of ``stream`` in order and fill the accuracy matrix.
+
+    The test stream is evaluated once before training (row "init", for forward transfer) and
+    after every experience.
+    """
+    matrix = AccuracyMatrix(len(stream))
+    test_loaders = [
+        make_loader(e.dataset, loaders.eval_batch_size, False, loaders.num_workers, loaders.seed) for e in stream.test
+    ]
+    module.step_reporter = listener.on_train_metrics
+    module.strategy.setup(module.model, stream.info)
+    initial = evaluate(make_trainer(), module, test_loaders)
+    matrix.set_initial(initial)
+    listener.on_evaluated(-1, initial, matrix)
+    for experience in stream.train:
+        started = time.perf_counter()
+        samples = train_experience(module, experience, make_trainer(), loaders)
+        seconds = time.perf_counter() - started
+        accuracies = evaluate(make_trainer(), module, test_loaders)
+        matrix.set_row(experience.index, accuracies)
+        listener.on_experience_end(experience, seconds, samples)
+        listener.on_evaluated(experience.index, accuracies, matrix)
+    return matrix
+
+
+def train_experience(
+    module: ContinualModule, experience: Experience, trainer: L.Trainer, loaders: LoaderSettings
+) -> int:
+    """One experience: the strategy's hooks around one ``fit``; returns the number of samples seen."""
+    strategy = module.strategy
+    strategy.before_experience(module.model, experience)
+    dataset = strategy.train_dataset(experience)
+    loader = make_loader(dataset, loaders.batch_size, True, loaders.num_workers, loaders.seed + experience.index)
+    trainer.fit(module, train_dataloaders=loader)
+    strategy.after_experience(module.model, experience)
+    return len(dataset) * trainer.max_epochs  # type: ignore[operator]

@@ -1,0 +1,110 @@
+"""ContinualModule: the LightningModule that drives a model and a Strategy (DESIGN §3, §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.aggregation import SumMetric
+
+from lifelong.models.classifier import ContinualClassifier
+from lifelong.strategies.base import Batch, StepOutput, Strategy
+
+OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
+StepReporter = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class ContinualModule(L.LightningModule):
+    """Model + strategy. Lightning owns precision, devices and DDP; the strategy owns the CL logic.
+
+    Args:
+        model: the classifier being trained.
+        strategy: the continual-learning method.
+        optimizer: builds a fresh optimizer over the parameters at the start of every experience.
+        n_eval_experiences: number of test experiences evaluated by ``validate``.
+        log_every_n_steps: average the training losses over this many steps per report.
+    """
+
+    def __init__(
+        self,
+        model: ContinualClassifier,
+        strategy: Strategy,
+        optimizer: OptimizerFactory,
+        n_eval_experiences: int,
+        log_every_n_steps: int = 20,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.strategy = strategy
+        self.optimizer_factory = optimizer
+        self.log_every_n_steps = log_every_n_steps
+        self.correct = nn.ModuleList(SumMetric() for _ in range(n_eval_experiences))
+        self.total = nn.ModuleList(SumMetric() for _ in range(n_eval_experiences))
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+        self.step_reporter: StepReporter | None = None
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_steps = 0
+        self._last_output: StepOutput | None = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        output = self.strategy.training_loss(self.model, batch)
+        self._check_finite(output.loss)
+        self._last_output = output
+        self._accumulate(output)
+        return output.loss
+
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        assert self._last_output is not None  # set by training_step of the same batch
+        with torch.no_grad():
+            self.strategy.after_training_step(self.model, batch, self._last_output)
+        self._last_output = None
+        self.train_steps += 1
+        if self._pending_steps >= self.log_every_n_steps:
+            self.flush_train_metrics()
+
+    def on_train_end(self) -> None:
+        self.flush_train_metrics()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at experience {self.strategy.experience_index}, "
+                f"global step {int(self.train_steps)}; lower optim.lr, check the data for NaNs, "
+                "or use trainer.precision=32-true"
+            )
+
+    def _accumulate(self, output: StepOutput) -> None:
+        values = {"train/loss": output.loss.detach(), **{f"train/{k}": v.detach() for k, v in output.parts.items()}}
+        for key, value in values.items():
+            self._pending[key] = self._pending.get(key, 0.0) + value.float()
+        self._pending_steps += 1
+
+    def flush_train_metrics(self) -> None:
+        """Report the mean of the pending training losses at the current global step."""
+        if self._pending_steps and self.step_reporter is not None:
+            means = {k: float(v) / self._pending_steps for k, v in self._pending.items()}
+            self.step_reporter(int(self.train_steps), means)
+        self._pending, self._pending_steps = {}, 0
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y, t = batch
+        predictions = self.strategy.eval_logits(self.model, x, t).argmax(dim=1)
+        self.correct[dataloader_idx].update((predictions == y).sum())
+        self.total[dataloader_idx].update(torch.tensor(len(y), device=y.device))
+
+    def on_validation_epoch_start(self) -> None:
+        for metric in (*self.correct, *self.total):
+            metric.reset()
+
+    def accuracies(self) -> list[float]:
+        """Sample-weighted accuracy per test experience from the last ``validate`` (reduced over ranks)."""
+        return [float(c.compute()) / max(float(n.compute()), 1.0) for c, n in zip(self.correct, self.total, strict=True)]

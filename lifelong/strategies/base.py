@@ -1,0 +1,79 @@
+"""The Strategy contract (DESIGN §3): plain PyTorch, driven by Lightning or by Avalanche.
+
+A strategy turns a batch into a loss and keeps the state a method needs between experiences
+(replay memory, teachers, prototypes). It never calls ``backward()`` or ``optimizer.step()`` and
+knows no Trainer, so precision, accumulation, devices and DDP stay with the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from lifelong.data.types import Experience, StreamInfo
+from lifelong.models.classifier import ContinualClassifier
+from lifelong.registry import Registry
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, ...), y (B,), task labels (B,)
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy.name")
+register_strategy = STRATEGIES.register
+
+
+@dataclass
+class StepOutput:
+    """What one training step produced.
+
+    Attributes:
+        loss: the scalar to minimise.
+        parts: named loss terms, logged as ``train/<name>`` (detached by the driver).
+        logits: the current batch's logits, for hooks that reuse them (e.g. DER-style storage).
+    """
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+
+
+class Strategy(nn.Module):
+    """Base class: cross-entropy on the incoming batch and no state; subclasses override hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream_info: StreamInfo | None = None
+        self.experience_index = -1
+
+    def setup(self, model: ContinualClassifier, stream_info: StreamInfo) -> None:
+        """Called once, before the first experience."""
+        self.stream_info = stream_info
+
+    def before_experience(self, model: ContinualClassifier, experience: Experience) -> None:
+        """Called before training on ``experience`` (before the optimizer is built)."""
+        self.experience_index = experience.index
+        if model.multi_head:
+            model.set_task_classes(experience.task_label, experience.classes)
+
+    def train_dataset(self, experience: Experience) -> Dataset:
+        """The data to train on during ``experience``."""
+        return experience.dataset
+
+    def training_loss(self, model: ContinualClassifier, batch: Batch) -> StepOutput:
+        """The loss of one step; must be differentiable w.r.t. the model's parameters."""
+        x, y, t = batch
+        logits = model(x, t)
+        loss = nn.functional.cross_entropy(logits, y)
+        return StepOutput(loss=loss, parts={"ce": loss.detach()}, logits=logits)
+
+    @torch.no_grad()
+    def after_training_step(self, model: ContinualClassifier, batch: Batch, output: StepOutput) -> None:
+        """Called after the optimizer step, under ``no_grad`` (e.g. memory updates)."""
+
+    def after_experience(self, model: ContinualClassifier, experience: Experience) -> None:
+        """Called after training on ``experience``, before it is evaluated."""
+
+    def eval_logits(self, model: ContinualClassifier, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Scores used for prediction (argmax); NCM- or proxy-based methods override this."""
+        return model(x, t)
