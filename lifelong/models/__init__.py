@@ -1,0 +1,22 @@
+"""Models: a backbone (built-in or any timm model) followed by a head, built by name with ``build_model``."""
+
+from lifelong.models.backbones import BACKBONES, backbone_names, build_backbone, validate_backbone
+from lifelong.models.classifier import ContinualClassifier, build_model
+from lifelong.models.heads import HEADS, CosineHead, LinearHead, MultiHead, build_head, mask_value
+from lifelong.models.resnet import ReducedResNet18
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "ContinualClassifier",
+    "CosineHead",
+    "LinearHead",
+    "MultiHead",
+    "ReducedResNet18",
+    "backbone_names",
+    "build_backbone",
+    "build_head",
+    "build_model",
+    "mask_value",
+    "validate_backbone",
+]
