@@ -19,6 +19,7 @@ class ReservoirBuffer(nn.Module):
         capacity: number of slots (on this rank).
         seed: seed of the buffer's own random generator, so replay does not depend on
             unrelated random draws elsewhere.
+
     """
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
@@ -97,7 +98,7 @@ class ReservoirBuffer(nn.Module):
         """The filled part of one field."""
         return getattr(self, name)[: int(self.size)]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # noqa: D401, ANN001, PLR0913
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         # Storage is lazy: allocate the fields a checkpoint holds before the regular load.
         reserved = {"seen", "size", "_extra_state"}
         names = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
@@ -106,9 +107,7 @@ class ReservoirBuffer(nn.Module):
                 value = state_dict[prefix + name]
                 self.register_buffer(name, torch.empty_like(value))
                 self.fields.append(name)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def get_extra_state(self) -> dict:
         """The random generator's state, so a resumed run draws the same replay batches."""

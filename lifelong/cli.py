@@ -72,7 +72,10 @@ def format_result(result) -> str:  # noqa: ANN001
     """The accuracy matrix and the stream metrics as a terminal table."""
     tensor = result.matrix.as_tensor()
     n = tensor.shape[1]
-    lines = [f"{result.config.run_name}  (run dir: {result.run_dir})", "after \\ on " + "".join(f"{f'exp{j}':>8}" for j in range(n))]
+    lines = [
+        f"{result.config.run_name}  (run dir: {result.run_dir})",
+        "after \\ on " + "".join(f"{f'exp{j}':>8}" for j in range(n)),
+    ]
     if result.matrix.initial is not None:
         lines.append(f"{'init':<11}" + "".join(f"{v:8.3f}" for v in result.matrix.initial))
     for i in range(tensor.shape[0]):

@@ -145,6 +145,7 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
 
     Raises:
         ConfigError: on an unknown key, a wrong type or an invalid value.
+
     """
     if paths is None:
         paths = []
@@ -155,10 +156,22 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         merged = _merge(merged, OmegaConf.create(read_yaml(path)), source=str(path))
     if overrides:
         _check_override_syntax(overrides)
-        merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)), source="command line")
+        update = OmegaConf.from_dotlist(list(overrides))
+        _drop_params_of_replaced_strategy(merged, update)
+        merged = _merge(merged, update, source="command line")
     cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(cfg)
     return cfg
+
+
+def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
+    """``strategy.name=x`` on the command line starts ``x`` from its default parameters.
+
+    The YAML's ``strategy.params`` belong to the strategy it named; add ``strategy.params.k=v`` as needed.
+    """
+    new = OmegaConf.select(update, "strategy.name")
+    if new is not None and new != merged.strategy.name and OmegaConf.select(update, "strategy.params") is None:
+        merged.strategy.params = {}
 
 
 def _check_override_syntax(overrides: list[str]) -> None:

@@ -29,6 +29,7 @@ class ContinualModule(L.LightningModule):
         optimizer: builds a fresh optimizer over the parameters at the start of every experience.
         n_eval_experiences: number of test experiences evaluated by ``validate``.
         log_every_n_steps: average the training losses over this many steps per report.
+
     """
 
     def __init__(
@@ -107,4 +108,6 @@ class ContinualModule(L.LightningModule):
 
     def accuracies(self) -> list[float]:
         """Sample-weighted accuracy per test experience from the last ``validate`` (reduced over ranks)."""
-        return [float(c.compute()) / max(float(n.compute()), 1.0) for c, n in zip(self.correct, self.total, strict=True)]
+        return [
+            float(c.compute()) / max(float(n.compute()), 1.0) for c, n in zip(self.correct, self.total, strict=True)
+        ]

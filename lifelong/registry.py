@@ -58,6 +58,7 @@ def check_kwargs(factory: Callable[..., object], kwargs: dict[str, object], key:
         factory: the class or function the kwargs are for.
         kwargs: the user's keyword arguments.
         key: the config key they came from, e.g. ``strategy.params``.
+
     """
     import inspect
 

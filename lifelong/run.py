@@ -44,6 +44,7 @@ def online_settings(cfg: ExperimentConfig) -> tuple[int, int]:
 
 def make_optimizer(cfg: config_lib.OptimConfig):  # noqa: ANN201
     """A factory building ``cfg.name`` over given parameters."""
+
     def build(params):  # noqa: ANN001, ANN202
         if cfg.name == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -99,24 +100,40 @@ def _parameters(factory: Any) -> list[str]:
     return list(inspect.signature(factory).parameters)
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's per-Trainer banners and the warnings that do not apply to this loop."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (
+        ".*does not have many workers.*",
+        ".*but have no `val_dataloader`.*",
+        ".*LeafSpec.*",
+        ".*GPU available but not used.*",
+        ".*litlogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def trainer_factory(cfg: ExperimentConfig, epochs: int):  # noqa: ANN201
     """Builds the fresh Trainer used for each experience (DESIGN §4)."""
+    quiet_lightning()
+
     def make() -> L.Trainer:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available).*")
-            return L.Trainer(
-                max_epochs=epochs,
-                accelerator=cfg.trainer.accelerator,
-                devices=cfg.trainer.devices,
-                strategy=cfg.trainer.strategy,
-                precision=cfg.trainer.precision,  # type: ignore[arg-type]
-                deterministic=cfg.trainer.deterministic,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=cfg.trainer.progress_bar,
-                num_sanity_val_steps=0,
-            )
+        return L.Trainer(
+            max_epochs=epochs,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            precision=cfg.trainer.precision,  # type: ignore[arg-type]
+            deterministic=cfg.trainer.deterministic,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=cfg.trainer.progress_bar,
+            num_sanity_val_steps=0,
+        )
 
     return make
 
@@ -185,8 +202,10 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
     tracker = _start_tracker(cfg) if cfg.tracking.enabled else None
     listener = RunListener(tracker, quiet)
     if not quiet:
-        print(f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
-              f"strategy {cfg.strategy.name}, batch {batch_size} x {epochs} epoch(s)")
+        print(
+            f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
+            f"strategy {cfg.strategy.name}, batch {batch_size} x {epochs} epoch(s)"
+        )
     started = time.perf_counter()
     try:
         matrix = run_stream(

@@ -64,6 +64,7 @@ class MlflowTracker:
         experiment: experiment name.
         run_name: run name, ``<strategy>-<dataset>-s<seed>``.
         artifact_root: where a new experiment keeps artifacts when the store is local.
+
     """
 
     def __init__(self, uri: str, experiment: str, run_name: str, artifact_root: Path | None = None) -> None:

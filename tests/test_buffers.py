@@ -15,7 +15,8 @@ def test_fills_in_order_until_full_then_keeps_capacity():
     assert len(buffer) == 3
     assert buffer.get("y").tolist() == [0, 1, 2]
     offer(buffer, 3, 10)
-    assert len(buffer) == 5 and buffer.num_seen == 13
+    assert len(buffer) == 5
+    assert buffer.num_seen == 13
     # every stored sample is one that was offered, and stored x stays aligned with stored y
     assert set(buffer.get("y").tolist()) <= set(range(13))
     assert torch.equal(buffer.get("x").squeeze(1).long(), buffer.get("y"))
@@ -52,7 +53,8 @@ def test_state_dict_round_trip_restores_storage_and_rng():
     state = buffer.state_dict()
     clone = ReservoirBuffer(4, seed=99)
     clone.load_state_dict(state)
-    assert torch.equal(clone.get("y"), buffer.get("y")) and clone.num_seen == 9
+    assert torch.equal(clone.get("y"), buffer.get("y"))
+    assert clone.num_seen == 9
     # same generator state -> same future decisions and samples
     assert torch.equal(clone.sample(3)["y"], buffer.sample(3)["y"])
     offer(clone, 9, 5)

@@ -15,6 +15,7 @@ class TensorExperienceDataset(Dataset):
         x: inputs, ``(N, C, H, W)`` float.
         y: class labels, ``(N,)`` long, global class ids.
         t: task labels, ``(N,)`` long (all zero outside task-incremental streams).
+
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None = None) -> None:

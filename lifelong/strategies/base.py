@@ -31,6 +31,7 @@ class StepOutput:
         loss: the scalar to minimise.
         parts: named loss terms, logged as ``train/<name>`` (detached by the driver).
         logits: the current batch's logits, for hooks that reuse them (e.g. DER-style storage).
+
     """
 
     loss: torch.Tensor
@@ -47,14 +48,15 @@ class Strategy(nn.Module):
         self.experience_index = -1
 
     def setup(self, model: ContinualClassifier, stream_info: StreamInfo) -> None:
-        """Called once, before the first experience."""
+        """Called once, before the first experience; a multi-head model learns each task's classes."""
         self.stream_info = stream_info
+        if model.multi_head:
+            for task_label, classes in enumerate(stream_info.classes_per_experience):
+                model.set_task_classes(task_label, classes)
 
     def before_experience(self, model: ContinualClassifier, experience: Experience) -> None:
         """Called before training on ``experience`` (before the optimizer is built)."""
         self.experience_index = experience.index
-        if model.multi_head:
-            model.set_task_classes(experience.task_label, experience.classes)
 
     def train_dataset(self, experience: Experience) -> Dataset:
         """The data to train on during ``experience``."""

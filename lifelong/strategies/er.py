@@ -23,6 +23,7 @@ class ExperienceReplay(Strategy):
         memory_size: total memory slots (split across DDP ranks by the driver).
         replay_batch_size: replayed samples per step; ``None`` uses the incoming batch's size.
         seed: seed of the memory's random generator.
+
     """
 
     def __init__(self, memory_size: int = 500, replay_batch_size: int | None = None, seed: int = 0) -> None:

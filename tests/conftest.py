@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny real stream (scikit-learn digits) and a small model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+@pytest.fixture(scope="session")
+def digits_stream():
+    """Split Digits: 5 class-incremental experiences of 2 classes (real data, tiny)."""
+    from lifelong.data import build_stream, resolve_root
+
+    return build_stream("digits", "class_incremental", 5, root=resolve_root(None), seed=0)
+
+
+@pytest.fixture
+def tiny_model(digits_stream):
+    from lifelong.models import build_model
+
+    info = digits_stream.info
+    return build_model(
+        "mlp", "linear", num_classes=info.num_classes, input_shape=info.input_shape, backbone_kwargs={"hidden": [32]}
+    )
