@@ -22,22 +22,26 @@ class ReservoirBuffer(nn.Module):
 
     """
 
+    n_seen: torch.Tensor
+    n_stored: torch.Tensor
+
     def __init__(self, capacity: int, seed: int = 0) -> None:
         super().__init__()
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
         self.generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
-        self.register_buffer("size", torch.zeros((), dtype=torch.long))
+        self.register_buffer("n_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("n_stored", torch.zeros((), dtype=torch.long))
         self.fields: list[str] = []
 
     def __len__(self) -> int:
-        return int(self.size)
+        return int(self.n_stored)
 
     @property
     def num_seen(self) -> int:
-        return int(self.seen)
+        """Samples offered so far."""
+        return int(self.n_seen)
 
     def _allocate(self, samples: Mapping[str, torch.Tensor]) -> None:
         for name, value in samples.items():
@@ -51,7 +55,7 @@ class ReservoirBuffer(nn.Module):
         free slot while memory is not full, otherwise replaces a uniform slot in
         ``[0, seen + k]`` if that slot index is below ``capacity``.
         """
-        position = int(self.seen) + torch.arange(batch_size)
+        position = int(self.n_seen) + torch.arange(batch_size)
         draws = (torch.rand(batch_size, generator=self.generator) * (position + 1)).long()
         slots = torch.where(position < self.capacity, position, draws)
         keep = slots < self.capacity
@@ -65,7 +69,7 @@ class ReservoirBuffer(nn.Module):
         """
         batch_size = len(next(iter(samples.values())))
         if self.capacity == 0 or batch_size == 0:
-            self.seen += batch_size
+            self.n_seen += batch_size
             return torch.empty(0, dtype=torch.long)
         if not self.fields:
             self._allocate(samples)
@@ -76,13 +80,13 @@ class ReservoirBuffer(nn.Module):
         for name in self.fields:
             store: torch.Tensor = getattr(self, name)
             store[slots.to(store.device)] = samples[name][which.to(samples[name].device)].to(store.dtype)
-        self.seen += batch_size
-        self.size.fill_(min(int(self.seen), self.capacity))
+        self.n_seen += batch_size
+        self.n_stored.fill_(min(int(self.n_seen), self.capacity))
         return slots
 
     def sample(self, n: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:
         """Up to ``n`` stored samples drawn uniformly without replacement (empty dict if memory is empty)."""
-        size = int(self.size)
+        size = int(self.n_stored)
         if size == 0 or n <= 0:
             return {}
         index = torch.randperm(size, generator=self.generator)[: min(n, size)]
@@ -96,11 +100,11 @@ class ReservoirBuffer(nn.Module):
 
     def get(self, name: str) -> torch.Tensor:
         """The filled part of one field."""
-        return getattr(self, name)[: int(self.size)]
+        return getattr(self, name)[: int(self.n_stored)]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         # Storage is lazy: allocate the fields a checkpoint holds before the regular load.
-        reserved = {"seen", "size", "_extra_state"}
+        reserved = {"n_seen", "n_stored", "_extra_state"}
         names = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
         for name in names:
             if name not in reserved and name not in self.fields:

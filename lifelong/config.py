@@ -199,7 +199,7 @@ def _translate(err: OmegaConfBaseException, source: str) -> ConfigError:
         )
     if isinstance(err, ValidationError):
         expected = _expected_type(key)
-        return ConfigError(f"{key}: {err.msg.splitlines()[0]} (from {source}); expected {expected}")
+        return ConfigError(f"{key}: {str(err.msg).splitlines()[0]} (from {source}); expected {expected}")
     return ConfigError(f"{key}: {err} (from {source})")
 
 

@@ -50,7 +50,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        collate_fn=identity_collate if batched else None,
+        collate_fn=identity_collate if batched else None,  # type: ignore[arg-type]
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
         persistent_workers=num_workers > 0,
     )
@@ -104,4 +104,4 @@ def train_experience(
     loader = make_loader(dataset, loaders.batch_size, True, loaders.num_workers, loaders.seed + experience.index)
     trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(module.model, experience)
-    return len(dataset) * trainer.max_epochs  # type: ignore[operator]
+    return len(dataset) * trainer.max_epochs  # type: ignore[arg-type, operator]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import lightning as L
 import torch
@@ -32,6 +33,8 @@ class ContinualModule(L.LightningModule):
 
     """
 
+    train_steps: torch.Tensor
+
     def __init__(
         self,
         model: ContinualClassifier,
@@ -45,8 +48,8 @@ class ContinualModule(L.LightningModule):
         self.strategy = strategy
         self.optimizer_factory = optimizer
         self.log_every_n_steps = log_every_n_steps
-        self.correct = nn.ModuleList(SumMetric() for _ in range(n_eval_experiences))
-        self.total = nn.ModuleList(SumMetric() for _ in range(n_eval_experiences))
+        self.correct = nn.ModuleList([SumMetric() for _ in range(n_eval_experiences)])
+        self.total = nn.ModuleList([SumMetric() for _ in range(n_eval_experiences)])
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
         self._pending: dict[str, torch.Tensor] = {}
@@ -99,8 +102,12 @@ class ContinualModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, t = batch
         predictions = self.strategy.eval_logits(self.model, x, t).argmax(dim=1)
-        self.correct[dataloader_idx].update((predictions == y).sum())
-        self.total[dataloader_idx].update(torch.tensor(len(y), device=y.device))
+        correct, total = self._counters(dataloader_idx)
+        correct.update((predictions == y).sum())
+        total.update(torch.tensor(len(y), device=y.device))
+
+    def _counters(self, index: int) -> tuple[SumMetric, SumMetric]:
+        return cast(SumMetric, self.correct[index]), cast(SumMetric, self.total[index])
 
     def on_validation_epoch_start(self) -> None:
         for metric in (*self.correct, *self.total):
@@ -108,6 +115,5 @@ class ContinualModule(L.LightningModule):
 
     def accuracies(self) -> list[float]:
         """Sample-weighted accuracy per test experience from the last ``validate`` (reduced over ranks)."""
-        return [
-            float(c.compute()) / max(float(n.compute()), 1.0) for c, n in zip(self.correct, self.total, strict=True)
-        ]
+        counts = [self._counters(i) for i in range(len(self.correct))]
+        return [float(c.compute()) / max(float(n.compute()), 1.0) for c, n in counts]
