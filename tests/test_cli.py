@@ -22,7 +22,7 @@ def test_show_prints_resolved_config(capsys):
     out = capsys.readouterr().out
     assert "memory_size: 100" in out
     assert "batch_size: 10" in out
-    assert "reduced_resnet18" in out
+    assert "backbone: mlp" in out
 
 
 def test_config_error_is_one_line_not_a_traceback(capsys):

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.skipif(
     not FASHION_MNIST_SYSTEM_DIR.exists(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)"
 )
 
-# Subsampled for CI time: 1000 training images per class (10k online steps of 10 would take minutes).
-COMMON = ["stream.train_per_class=1000", "stream.test_per_class=300", "tracking.enabled=false"]
+# Subsampled for CI time: 2000 of the 6000 training images per class (2000 online steps per run).
+COMMON = ["stream.train_per_class=2000", "stream.test_per_class=500", "tracking.enabled=false"]
 
 
 def final_accuracy(name: str, tmp_path) -> dict[str, float]:
