@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from lifelong.data.datasets import FASHION_MNIST_SYSTEM_DIR
 
 from lifelong import config
+from lifelong.data.datasets import FASHION_MNIST_SYSTEM_DIR
 from lifelong.run import run
 
 pytestmark = pytest.mark.skipif(
