@@ -136,8 +136,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    base = _read_yaml(path.parent / str(parent), seen + (path,))
-    return OmegaConf.to_container(OmegaConf.merge(base, data))  # type: ignore[return-value]
+    base = OmegaConf.create(_read_yaml(path.parent / str(parent), seen + (path,)))
+    update = OmegaConf.create(data)
+    _drop_params_of_replaced_strategy(base, update)
+    return OmegaConf.to_container(OmegaConf.merge(base, update))  # type: ignore[return-value]
 
 
 def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -153,7 +155,9 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(ExperimentConfig)
     for path in paths:
-        merged = _merge(merged, OmegaConf.create(read_yaml(path)), source=str(path))
+        update = OmegaConf.create(read_yaml(path))
+        _drop_params_of_replaced_strategy(merged, update)
+        merged = _merge(merged, update, source=str(path))
     if overrides:
         _check_override_syntax(overrides)
         update = OmegaConf.from_dotlist(list(overrides))
@@ -165,13 +169,15 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
 
 
 def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
-    """``strategy.name=x`` on the command line starts ``x`` from its default parameters.
+    """A layer (YAML or command line) that names another strategy starts it from its default parameters.
 
-    The YAML's ``strategy.params`` belong to the strategy it named; add ``strategy.params.k=v`` as needed.
+    ``strategy.params`` of the layers below belong to the strategy they named; the new layer's own
+    ``strategy.params`` (if any) are then merged as usual.
     """
     new = OmegaConf.select(update, "strategy.name")
-    if new is not None and new != merged.strategy.name and OmegaConf.select(update, "strategy.params") is None:
-        merged.strategy.params = {}
+    if new is not None and new != OmegaConf.select(merged, "strategy.name"):
+        if OmegaConf.select(merged, "strategy.params") is not None:
+            merged.strategy.params = {}
 
 
 def _check_override_syntax(overrides: list[str]) -> None:

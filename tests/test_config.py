@@ -74,3 +74,14 @@ def test_every_experiment_yaml_loads_and_names_exist(path):
     cfg = config.load(path)
     check_names(cfg)
     assert cfg.name
+
+
+def test_naming_another_strategy_drops_the_old_strategys_params(tmp_path):
+    (tmp_path / "base.yaml").write_text("strategy: {name: er, params: {memory_size: 100}}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nstrategy: {name: finetune}\n")
+    assert config.load(tmp_path / "child.yaml").strategy.params == {}
+    assert config.load(tmp_path / "base.yaml", ["strategy.name=joint"]).strategy.params == {}
+    kept = config.load(tmp_path / "base.yaml", ["strategy.params.replay_batch_size=5"])
+    assert kept.strategy.params == {"memory_size": 100, "replay_batch_size": 5}
+    renamed = config.load(tmp_path / "base.yaml", ["strategy.name=er", "strategy.params.memory_size=7"])
+    assert renamed.strategy.params == {"memory_size": 7}
