@@ -175,9 +175,9 @@ def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) ->
     ``strategy.params`` (if any) are then merged as usual.
     """
     new = OmegaConf.select(update, "strategy.name")
-    if new is not None and new != OmegaConf.select(merged, "strategy.name"):
-        if OmegaConf.select(merged, "strategy.params") is not None:
-            merged.strategy.params = {}
+    renamed = new is not None and new != OmegaConf.select(merged, "strategy.name")
+    if renamed and OmegaConf.select(merged, "strategy.params") is not None:
+        merged.strategy.params = {}
 
 
 def _check_override_syntax(overrides: list[str]) -> None:
