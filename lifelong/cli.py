@@ -7,7 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lifelong.errors import ConfigError, DataError
+from lifelong.errors import ConfigError, DataError, NonFiniteLossError
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}\n(the experiences evaluated so far are in the run folder and MLflow)", file=sys.stderr)
+        return 1
 
 
 def cmd_show(args: argparse.Namespace) -> int:

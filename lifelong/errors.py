@@ -17,6 +17,10 @@ class DataError(RuntimeError):
     """A dataset is missing or unreadable; the message names the file and how to get it."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the experience and step."""
+
+
 def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest allowed name, or an empty string."""
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)

@@ -10,15 +10,12 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import SumMetric
 
+from lifelong.errors import NonFiniteLossError
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.strategies.base import Batch, StepOutput, Strategy
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 StepReporter = Callable[[int, dict[str, float]], None]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 class ContinualModule(L.LightningModule):

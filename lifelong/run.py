@@ -161,6 +161,7 @@ class RunListener:
         self.train_seconds = 0.0
         self.train_samples = 0
         self.last_loss = float("nan")
+        self.matrix: AccuracyMatrix | None = None
 
     def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.last_loss = metrics.get("train/loss", self.last_loss)
@@ -176,6 +177,7 @@ class RunListener:
         )
 
     def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None:
+        self.matrix = matrix
         metrics = matrix.metrics_so_far() if after >= 0 else {}
         if self.tracker:
             step = max(after, 0)
@@ -207,6 +209,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
             f"strategy {cfg.strategy.name}, batch {batch_size} x {epochs} epoch(s)"
         )
     started = time.perf_counter()
+    status = "FAILED"
     try:
         matrix = run_stream(
             module,
@@ -215,27 +218,27 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
             LoaderSettings(batch_size, cfg.train.eval_batch_size, cfg.train.num_workers, cfg.seed),
             listener,
         )
+        status = "FINISHED"
     except KeyboardInterrupt:
-        if tracker:
-            tracker.end("KILLED")
+        status = "KILLED"
         raise
-    except Exception:
+    finally:
+        # Whatever happened, the rows evaluated so far are written and logged.
+        if status != "FINISHED":
+            matrix = listener.matrix or AccuracyMatrix(len(stream))
+        result = RunResult(
+            cfg,
+            matrix,
+            matrix.metrics_so_far(),
+            run_dir,
+            tracker.run_id if tracker else None,
+            time.perf_counter() - started,
+            listener.train_samples / max(listener.train_seconds, 1e-9),
+        )
+        _write_outputs(result, status)
         if tracker:
-            tracker.end("FAILED")
-        raise
-    result = RunResult(
-        cfg,
-        matrix,
-        matrix.metrics_so_far(),
-        run_dir,
-        tracker.run_id if tracker else None,
-        time.perf_counter() - started,
-        listener.train_samples / max(listener.train_seconds, 1e-9),
-    )
-    _write_outputs(result)
-    if tracker:
-        tracker.log_artifact(run_dir)
-        tracker.end("FINISHED")
+            tracker.log_artifact(run_dir)
+            tracker.end(status)
     return result
 
 
@@ -252,7 +255,7 @@ def _start_tracker(cfg: ExperimentConfig) -> MlflowTracker:
     return tracker
 
 
-def _write_outputs(result: RunResult) -> None:
+def _write_outputs(result: RunResult, status: str = "FINISHED") -> None:
     from lifelong.plots import matrix_heatmap
 
     run_dir = result.run_dir
@@ -262,6 +265,8 @@ def _write_outputs(result: RunResult) -> None:
     summary = {
         "run_name": result.config.run_name,
         "run_id": result.run_id,
+        "status": status,
+        "experiences_evaluated": result.matrix.rows_filled,
         "metrics": result.metrics,
         "seconds": round(result.seconds, 2),
         "train_samples_per_second": round(result.samples_per_second, 1),
