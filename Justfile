@@ -24,6 +24,7 @@ lint:
 ui port="5000":
     mlflow ui --backend-store-uri sqlite:///$(pwd)/runs/mlflow.db --host 127.0.0.1 --port {{port}}
 
-# throughput and accuracy benchmarks (print tables, write JSON under benchmarks/results)
+# online-ER throughput vs a plain PyTorch loop and Avalanche (tables + JSON under benchmarks/results; ~15 min on 2 cores)
 bench:
-    python benchmarks/throughput.py
+    python benchmarks/throughput.py --backbone mlp --per-class 1000 --repeats 3
+    python benchmarks/throughput.py --backbone reduced_resnet18 --per-class 100 --repeats 2

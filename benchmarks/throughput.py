@@ -5,9 +5,9 @@ a reservoir memory of 500, a replay batch of 10 drawn every step, cross-entropy 
 batch of 20, SGD lr 0.1, the same backbone. Only training is timed (no evaluation); the figure
 is stream samples per second (incoming samples, replay not counted).
 
-    python benchmarks/throughput.py [--per-class 1000] [--backbone reduced_resnet18] [--repeats 3]
+    python benchmarks/throughput.py [--per-class 1000] [--backbone mlp|reduced_resnet18|timm:...] [--repeats 3]
 
-Prints a markdown table and writes benchmarks/results/throughput.json.
+Prints a markdown table and writes benchmarks/results/throughput_<backbone>.json.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def avalanche_loop(stream, backbone: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=1000, help="training images per class (6000 = full set)")
-    parser.add_argument("--backbone", default="reduced_resnet18")
+    parser.add_argument("--backbone", default="mlp")
     parser.add_argument("--skip-avalanche", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     args = parser.parse_args()
@@ -186,8 +186,9 @@ def main() -> None:
         "samples_per_second_all": runs,
         "ratio_to_plain": {k: v / plain for k, v in rows.items()},
     }
-    (RESULTS / "throughput.json").write_text(json.dumps(out, indent=2))
-    print(f"written {RESULTS / 'throughput.json'}")
+    path = RESULTS / f"throughput_{args.backbone.replace(':', '_')}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"written {path}")
 
 
 if __name__ == "__main__":
