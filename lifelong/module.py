@@ -58,7 +58,8 @@ class ContinualModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.strategy.training_loss(self.model, batch)
-        self._check_finite(output.loss)
+        if output.loss.device.type == "cpu":  # free on CPU; on accelerators checked per report (no sync per step)
+            self._check_finite(output.loss, f"global step {int(self.train_steps)}")
         self._last_output = output
         self._accumulate(output)
         return output.loss
@@ -75,11 +76,11 @@ class ContinualModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.flush_train_metrics()
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
+    def _check_finite(self, loss: torch.Tensor, where: str) -> None:
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at experience {self.strategy.experience_index}, "
-                f"global step {int(self.train_steps)}; lower optim.lr, check the data for NaNs, "
+                f"training loss is {loss.detach().float().mean().item()} at experience "
+                f"{self.strategy.experience_index}, {where}; lower optim.lr, check the data for NaNs, "
                 "or use trainer.precision=32-true"
             )
 
@@ -91,6 +92,9 @@ class ContinualModule(L.LightningModule):
 
     def flush_train_metrics(self) -> None:
         """Report the mean of the pending training losses at the current global step."""
+        if self._pending_steps and "train/loss" in self._pending:
+            first = int(self.train_steps) - self._pending_steps
+            self._check_finite(self._pending["train/loss"], f"between global steps {first} and {int(self.train_steps)}")
         if self._pending_steps and self.step_reporter is not None:
             means = {k: float(v) / self._pending_steps for k, v in self._pending.items()}
             self.step_reporter(int(self.train_steps), means)
