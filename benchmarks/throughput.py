@@ -150,7 +150,6 @@ def main() -> None:
     parser.add_argument("--skip-avalanche", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     stream = load_stream(args.per_class)
     tmp = RESULTS / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)

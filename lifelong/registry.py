@@ -6,10 +6,11 @@ configs carry a name and tests can be parametrized over every registered entry.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from lifelong.errors import unknown_choice
+from lifelong.errors import ConfigError, did_you_mean, unknown_choice
 
 T = TypeVar("T")
 
@@ -60,16 +61,12 @@ def check_kwargs(factory: Callable[..., object], kwargs: dict[str, object], key:
         key: the config key they came from, e.g. ``strategy.params``.
 
     """
-    import inspect
-
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for name in kwargs:
         if name not in allowed:
-            from lifelong.errors import ConfigError, did_you_mean
-
             listed = ", ".join(allowed) if allowed else "none"
             raise ConfigError(
                 f"{key}.{name} is not a parameter of {getattr(factory, '__name__', factory)}"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -86,18 +86,12 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
 
 def _build_strategy(cfg: ExperimentConfig) -> Strategy:
     params = dict(cfg.strategy.params)
-    if "seed" in _parameters(STRATEGIES.get(cfg.strategy.name)) and "seed" not in params:
+    if "seed" in inspect.signature(STRATEGIES.get(cfg.strategy.name)).parameters and "seed" not in params:
         params["seed"] = cfg.seed
     try:
         return build_strategy(cfg.strategy.name, **params)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"strategy {cfg.strategy.name!r}: {err}") from None
-
-
-def _parameters(factory: Any) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(factory).parameters)
 
 
 def quiet_lightning() -> None:
@@ -149,7 +143,6 @@ class RunResult:
     run_id: str | None = None
     seconds: float = 0.0
     samples_per_second: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class RunListener:
@@ -162,6 +155,7 @@ class RunListener:
         self.train_samples = 0
         self.last_loss = float("nan")
         self.matrix: AccuracyMatrix | None = None
+        self._line = ""
 
     def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.last_loss = metrics.get("train/loss", self.last_loss)

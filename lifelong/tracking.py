@@ -17,6 +17,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
 import lifelong
+from lifelong.errors import unknown_choice
 
 FLUSH_EVERY = 200  # buffered metric values per batch request
 
@@ -112,11 +113,6 @@ class MlflowTracker:
         else:
             self.client.log_artifact(self.run_id, str(path), subdir)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        assert self.run_id is not None, "start() the run first"
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
-
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with ``status`` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
@@ -131,8 +127,6 @@ def stream_metric_table(uri: str, experiment: str) -> list[dict[str, Any]]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]
-        from lifelong.errors import unknown_choice
-
         raise unknown_choice("experiment", experiment, names)
     rows = []
     for run in client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'"):

@@ -36,24 +36,6 @@ Vector: TypeAlias = "torch.Tensor | np.ndarray | Sequence[float]"
 ForgettingMode = Literal["max", "first"]
 FORGETTING_MODES: tuple[str, ...] = ("max", "first")
 
-__all__ = [
-    "FORGETTING_MODES",
-    "average_accuracy",
-    "average_incremental_accuracy",
-    "backward_transfer",
-    "backward_transfer_per_experience",
-    "forgetting",
-    "forgetting_curve",
-    "forgetting_per_experience",
-    "forward_transfer",
-    "forward_transfer_per_experience",
-    "incremental_accuracies",
-    "intransigence",
-    "intransigence_per_experience",
-    "performance_drop",
-    "stream_metrics",
-]
-
 _TOLERANCE = 1e-6  # accuracies reduced across devices may overshoot 1.0 by rounding
 
 

@@ -38,8 +38,8 @@ def test_features_and_logits_compose_to_forward():
         model.set_task_classes(0, [0])
 
 
-def multi_head_model() -> ContinualClassifier:
-    model = build_model(
+def unset_multi_head_model() -> ContinualClassifier:
+    return build_model(
         "mlp",
         "linear",
         num_classes=4,
@@ -48,6 +48,10 @@ def multi_head_model() -> ContinualClassifier:
         n_tasks=2,
         backbone_kwargs={"hidden": [16]},
     )
+
+
+def multi_head_model() -> ContinualClassifier:
+    model = unset_multi_head_model()
     model.set_task_classes(0, [0, 1])
     model.set_task_classes(1, [2, 3])
     return model
@@ -72,15 +76,7 @@ def test_multi_head_model_masks_per_task_and_trains_all_heads_in_a_mixed_batch()
 
 
 def test_task_classes_default_to_all_and_are_checkpointed():
-    model = build_model(
-        "mlp",
-        "linear",
-        num_classes=4,
-        input_shape=(1, 8, 8),
-        multi_head=True,
-        n_tasks=2,
-        backbone_kwargs={"hidden": [16]},
-    )
+    model = unset_multi_head_model()
     assert model.task_classes.all()  # a task never set may predict every class
     trained = multi_head_model()
     model.load_state_dict(trained.state_dict())
