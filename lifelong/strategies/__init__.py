@@ -1,7 +1,17 @@
-"""Continual-learning strategies, built by name through ``STRATEGIES`` (DESIGN §3)."""
+"""Continual-learning strategies, built by name through ``STRATEGIES`` (DESIGN §3).
 
-from lifelong.strategies import er, finetune, joint  # noqa: F401  (registration)
+Every module of this package is imported here, so a new file that uses ``@register_strategy``
+is registered (and picked up by the parametrized tests) without editing this file.
+"""
+
+import importlib
+import pkgutil
+
 from lifelong.strategies.base import STRATEGIES, StepOutput, Strategy, register_strategy
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["STRATEGIES", "StepOutput", "Strategy", "register_strategy", "build_strategy"]
 
