@@ -104,6 +104,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    analysis: dict[str, Any] = field(default_factory=dict)  # analysis name -> its parameters (null: defaults)
 
     @property
     def experiment_name(self) -> str:
@@ -251,6 +252,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise unknown_choice("optim.name", cfg.optim.name, OPTIMIZERS)
     if cfg.trainer.precision not in PRECISIONS:
         raise unknown_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    for name, params in cfg.analysis.items():
+        allowed = "use a mapping of parameters or null"
+        _require(params is None or isinstance(params, dict), f"analysis.{name}", params, allowed)
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"name={cfg.name!r} is not allowed; use a non-empty name without '/'")
 

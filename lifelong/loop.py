@@ -7,7 +7,7 @@ All continual-learning state lives in the module and its strategy; a Trainer onl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lifelong.analysis import Analysis
 from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.module import ContinualModule
@@ -30,6 +31,8 @@ class LoopListener(Protocol):
     def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None: ...
 
     def on_experience_end(self, experience: Experience, seconds: float, samples: int) -> None: ...
+
+    def on_analysis(self, after: int, metrics: dict[str, float]) -> None: ...
 
 
 @dataclass
@@ -68,12 +71,14 @@ def run_stream(
     make_trainer: TrainerFactory,
     loaders: LoaderSettings,
     listener: LoopListener,
+    analyses: Mapping[str, Analysis] | None = None,
 ) -> AccuracyMatrix:
     """Train ``module`` on each experience of ``stream`` in order and fill the accuracy matrix.
 
     The test stream is evaluated once before training (row "init", for forward transfer) and
-    after every experience.
+    after every experience; the ``analyses`` run at each of those points too.
     """
+    analyses = analyses or {}
     matrix = AccuracyMatrix(len(stream))
     test_loaders = [
         make_loader(e.dataset, loaders.eval_batch_size, False, loaders.num_workers, loaders.seed) for e in stream.test
@@ -83,6 +88,7 @@ def run_stream(
     initial = evaluate(make_trainer(), module, test_loaders)
     matrix.set_initial(initial)
     listener.on_evaluated(-1, initial, matrix)
+    run_analyses(-1, module, stream, analyses, listener)
     for experience in stream.train:
         started = time.perf_counter()
         samples = train_experience(module, experience, make_trainer(), loaders)
@@ -91,7 +97,20 @@ def run_stream(
         matrix.set_row(experience.index, accuracies)
         listener.on_experience_end(experience, seconds, samples)
         listener.on_evaluated(experience.index, accuracies, matrix)
+        run_analyses(experience.index, module, stream, analyses, listener)
     return matrix
+
+
+def run_analyses(
+    after: int, module: ContinualModule, stream: Stream, analyses: Mapping[str, Analysis], listener: LoopListener
+) -> None:
+    """Run every analysis at this evaluation point; metrics are reported as ``<analysis>/<metric>``."""
+    metrics: dict[str, float] = {}
+    for name, analysis in analyses.items():
+        values = analysis.evaluate(after, module.model, module.strategy, stream)
+        metrics.update({f"{name}/{key}": value for key, value in values.items()})
+    if analyses:
+        listener.on_analysis(after, metrics)
 
 
 def train_experience(

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from lifelong import config as config_lib
+from lifelong.analysis import ANALYSES, Analysis, build_analyses
 from lifelong.config import ExperimentConfig
 from lifelong.data import DATASETS, SCENARIOS, build_stream, resolve_root
 from lifelong.data.types import Experience, Stream
@@ -33,6 +34,25 @@ def check_names(cfg: ExperimentConfig) -> None:
     validate_backbone(cfg.model.backbone)
     HEADS.get(cfg.model.head)
     check_kwargs(STRATEGIES.get(cfg.strategy.name), cfg.strategy.params, "strategy.params")
+    for name, params in cfg.analysis.items():
+        check_kwargs(ANALYSES.get(name), params or {}, f"analysis.{name}")
+
+
+def analysis_device(cfg: ExperimentConfig) -> torch.device:
+    """Where analyses run the model: the first GPU when the trainer may use one, else the CPU."""
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_enabled_analyses(cfg: ExperimentConfig, stream: Stream) -> dict[str, Analysis]:
+    """The analyses the config's ``analysis:`` section enables, set up for ``stream``."""
+    try:
+        analyses = build_analyses(dict(cfg.analysis))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"analysis: {err}") from None
+    for analysis in analyses.values():
+        analysis.setup(stream, analysis_device(cfg))
+    return analyses
 
 
 def online_settings(cfg: ExperimentConfig) -> tuple[int, int]:
@@ -148,9 +168,17 @@ class RunResult:
 class RunListener:
     """Prints progress and forwards metrics to the tracker."""
 
-    def __init__(self, tracker: MlflowTracker | None, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        tracker: MlflowTracker | None,
+        quiet: bool = False,
+        run_dir: Path | None = None,
+        analyses: dict[str, Analysis] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.quiet = quiet
+        self.run_dir = run_dir
+        self.analyses = analyses or {}
         self.train_seconds = 0.0
         self.train_samples = 0
         self.last_loss = float("nan")
@@ -184,6 +212,15 @@ class RunListener:
             seen = accuracies[: after + 1]
             print(f"{self._line} | acc on seen {sum(seen) / len(seen):.3f} | avg_acc {metrics.get('avg_acc', 0):.3f}")
 
+    def on_analysis(self, after: int, metrics: dict[str, float]) -> None:
+        if self.tracker and metrics:
+            self.tracker.log_metrics(metrics, max(after, 0))
+        if self.run_dir is not None:
+            for analysis in self.analyses.values():
+                analysis.write_artifacts(self.run_dir)
+        if not self.quiet and metrics and after >= 0:
+            print("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+
 
 def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
     """Run one experiment with one seed and track it."""
@@ -195,8 +232,9 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
     stream, module = build_parts(cfg)
     run_dir = Path(cfg.output_dir) / cfg.experiment_name / f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    analyses = build_enabled_analyses(cfg, stream)
     tracker = _start_tracker(cfg) if cfg.tracking.enabled else None
-    listener = RunListener(tracker, quiet)
+    listener = RunListener(tracker, quiet, run_dir, analyses)
     if not quiet:
         print(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
@@ -211,6 +249,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
             trainer_factory(cfg, epochs),
             LoaderSettings(batch_size, cfg.train.eval_batch_size, cfg.train.num_workers, cfg.seed),
             listener,
+            analyses,
         )
         status = "FINISHED"
     except KeyboardInterrupt:
