@@ -31,6 +31,14 @@ class OnlineConfig:
 
 
 @dataclass
+class AvalancheConfig:
+    """An Avalanche benchmark as the stream: a class of ``avalanche.benchmarks.classic`` or ``module:callable``."""
+
+    benchmark: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StreamConfig:
     dataset: str = "digits"
     scenario: str = "class_incremental"
@@ -41,6 +49,7 @@ class StreamConfig:
     train_per_class: int | None = None
     test_per_class: int | None = None
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    avalanche: AvalancheConfig = field(default_factory=AvalancheConfig)
 
 
 @dataclass
