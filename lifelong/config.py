@@ -121,9 +121,15 @@ class ExperimentConfig:
         return self.tracking.experiment or self.name
 
     @property
+    def stream_name(self) -> str:
+        """The dataset, or the Avalanche benchmark when ``stream.avalanche.benchmark`` is set."""
+        benchmark = self.stream.avalanche.benchmark
+        return benchmark.rpartition(":")[2] if benchmark else self.stream.dataset
+
+    @property
     def run_name(self) -> str:
-        """``<strategy>-<dataset>-s<seed>`` (DESIGN §6)."""
-        return f"{self.strategy.name}-{self.stream.dataset}-s{self.seed}"
+        """``<strategy>-<stream>-s<seed>`` (DESIGN §6)."""
+        return f"{self.strategy.name}-{self.stream_name}-s{self.seed}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 from lifelong import config as config_lib
 from lifelong.analysis import ANALYSES, Analysis, build_analyses
 from lifelong.config import ExperimentConfig
-from lifelong.data import DATASETS, SCENARIOS, build_stream, resolve_root
+from lifelong.data import DATASETS, SCENARIOS, benchmark_from_name, build_stream, resolve_root, stream_from_avalanche
 from lifelong.data.types import Experience, Stream
 from lifelong.errors import ConfigError
 from lifelong.loop import LoaderSettings, run_stream
@@ -76,17 +76,7 @@ def make_optimizer(cfg: config_lib.OptimConfig):  # noqa: ANN201
 
 def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
     """The stream and the module (model + strategy) a config describes."""
-    stream = build_stream(
-        cfg.stream.dataset,
-        cfg.stream.scenario,
-        cfg.stream.n_experiences,
-        root=resolve_root(cfg.stream.root),
-        download=cfg.stream.download,
-        seed=cfg.seed,
-        class_order=cfg.stream.class_order,
-        train_per_class=cfg.stream.train_per_class,
-        test_per_class=cfg.stream.test_per_class,
-    )
+    stream = _build_stream(cfg)
     model = build_model(
         cfg.model.backbone,
         cfg.model.head,
@@ -102,6 +92,23 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
         model, strategy, make_optimizer(cfg.optim), len(stream), log_every_n_steps=cfg.train.log_every_n_steps
     )
     return stream, module
+
+
+def _build_stream(cfg: ExperimentConfig) -> Stream:
+    if cfg.stream.avalanche.benchmark is not None:
+        benchmark = benchmark_from_name(cfg.stream.avalanche.benchmark, cfg.stream.avalanche.kwargs)
+        return stream_from_avalanche(benchmark, cfg.stream_name, cfg.stream.scenario)
+    return build_stream(
+        cfg.stream.dataset,
+        cfg.stream.scenario,
+        cfg.stream.n_experiences,
+        root=resolve_root(cfg.stream.root),
+        download=cfg.stream.download,
+        seed=cfg.seed,
+        class_order=cfg.stream.class_order,
+        train_per_class=cfg.stream.train_per_class,
+        test_per_class=cfg.stream.test_per_class,
+    )
 
 
 def _build_strategy(cfg: ExperimentConfig) -> Strategy:

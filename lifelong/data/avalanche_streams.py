@@ -89,6 +89,40 @@ def stream_from_avalanche(benchmark: Any, name: str, scenario: str, *, batch_siz
     return convert_benchmark(benchmark, name, scenario, sources=None, batch_size=batch_size)
 
 
+def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Build an Avalanche benchmark from its name, as a config's ``stream.avalanche`` gives it.
+
+    Args:
+        name: a benchmark of ``avalanche.benchmarks.classic`` (e.g. ``SplitMNIST``, ``SplitFMNIST``,
+            ``PermutedMNIST``) or ``package.module:callable`` for any function returning a benchmark.
+        kwargs: its keyword arguments (e.g. ``n_experiences``, ``seed``, ``dataset_root``).
+
+    Raises:
+        ConfigError: the name does not resolve, or the benchmark rejects the arguments.
+
+    """
+    import importlib
+
+    from lifelong.errors import ConfigError, unknown_choice
+
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"stream.avalanche.benchmark={name!r} cannot be imported: {err}") from None
+    else:
+        classic = importlib.import_module("avalanche.benchmarks.classic")
+        choices = sorted(n for n in dir(classic) if n[:1].isupper() and callable(getattr(classic, n)))
+        if name not in choices:
+            raise unknown_choice("stream.avalanche.benchmark", name, choices)
+        factory = getattr(classic, name)
+    try:
+        return factory(**dict(kwargs or {}))
+    except TypeError as err:
+        raise ConfigError(f"stream.avalanche.kwargs do not fit {name}: {err}") from None
+
+
 def convert_benchmark(
     benchmark: Any,
     name: str,
@@ -104,7 +138,7 @@ def convert_benchmark(
         experiences = list(getattr(benchmark, f"{split}_stream"))
         split_sources = sources[split] if sources is not None else [None] * len(experiences)
         streams[split] = [
-            _experience(exp, i, f"{split} experience {i}", split_sources[i], batch_size)
+            experience_from_avalanche(exp, i, f"{split} experience {i}", split_sources[i], batch_size)
             for i, exp in enumerate(experiences)
         ]
     train, test = streams["train"], streams["test"]
@@ -121,7 +155,10 @@ def convert_benchmark(
     return Stream(name=name, info=info, train=train, test=test)
 
 
-def _experience(exp: Any, index: int, what: str, source: RowSource | None, batch_size: int) -> Experience:
+def experience_from_avalanche(
+    exp: Any, index: int, what: str, source: RowSource | None = None, batch_size: int = 4096
+) -> Experience:
+    """One Avalanche experience as an in-memory :class:`Experience` (read once, with eval transforms)."""
     data = exp.dataset
     if len(data) == 0:
         raise ValueError(f"{what} is empty")

@@ -94,6 +94,45 @@ def build_stream(
         DataError: the dataset is missing or unreadable.
 
     """
+    built, num_classes = _build_benchmark(
+        dataset, scenario, n_experiences, root, download, seed, class_order, train_per_class, test_per_class
+    )
+    return convert_benchmark(
+        built.benchmark, f"{dataset}-{scenario}", scenario, sources=built.sources, num_classes=num_classes
+    )
+
+
+def avalanche_benchmark(
+    dataset: str,
+    scenario: str,
+    n_experiences: int,
+    *,
+    root: Path,
+    download: bool = False,
+    seed: int = 0,
+    class_order: list[int] | None = None,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+) -> Any:
+    """The Avalanche benchmark behind :func:`build_stream` (same arguments), for use in Avalanche's own loop."""
+    built, _ = _build_benchmark(
+        dataset, scenario, n_experiences, root, download, seed, class_order, train_per_class, test_per_class
+    )
+    return built.benchmark
+
+
+def _build_benchmark(
+    dataset: str,
+    scenario: str,
+    n_experiences: int,
+    root: Path,
+    download: bool,
+    seed: int,
+    class_order: list[int] | None,
+    train_per_class: int | None,
+    test_per_class: int | None,
+) -> tuple[BuiltBenchmark, int]:
+    """The Avalanche benchmark of :func:`build_stream` and the number of classes of the dataset."""
     reader = DATASETS.get(dataset)
     builder = SCENARIOS.get(scenario)
     _require_positive("stream.n_experiences", n_experiences)
@@ -112,9 +151,7 @@ def build_stream(
         seed=seed,
     )
     built = builder(spec)
-    return convert_benchmark(
-        built.benchmark, f"{dataset}-{scenario}", scenario, sources=built.sources, num_classes=max(classes) + 1
-    )
+    return built, max(classes) + 1
 
 
 def _require_positive(key: str, value: object) -> None:
