@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,12 @@ def test_avalanche_split_fmnist_runs_through_lifelong_run(torchvision_fashion_mn
     assert summary["experiences_evaluated"] == 5
     # 10 classes: chance is 0.1; one epoch of ER on the real data lands far above it
     assert summary["metrics"]["avg_acc"] > 0.5
+
+
+def test_importing_lifelong_and_its_cli_does_not_import_avalanche():
+    code = (
+        "import lifelong, lifelong.run, lifelong.cli, lifelong.strategies, lifelong.analysis, sys; "
+        "assert 'avalanche' not in sys.modules, 'avalanche imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
