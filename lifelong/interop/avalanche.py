@@ -43,7 +43,7 @@ __all__ = ["LifelongTemplate", "as_avalanche", "stream_info_of"]
 def stream_info_of(experience: Any, model: ContinualClassifier) -> StreamInfo:
     """What ``Strategy.setup`` needs, read from an Avalanche experience's origin stream and the model."""
     stream = list(experience.origin_stream)
-    classes = [sorted(int(c) for c in exp.classes_in_this_experience) for exp in stream]
+    classes = [_classes_of(exp) for exp in stream]
     x = experience.dataset.eval()[0][0]
     return StreamInfo(
         scenario="task_incremental" if model.multi_head else "class_incremental",
@@ -52,6 +52,13 @@ def stream_info_of(experience: Any, model: ContinualClassifier) -> StreamInfo:
         input_shape=tuple(x.shape),
         classes_per_experience=classes,
     )
+
+
+def _classes_of(experience: Any) -> list[int]:
+    """The classes of an experience: its class timeline when the benchmark has one, else its targets."""
+    known = getattr(experience, "classes_in_this_experience", None)
+    values = known if known is not None else experience.dataset.targets
+    return sorted({int(c) for c in values})
 
 
 class LifelongTemplate(SupervisedTemplate):

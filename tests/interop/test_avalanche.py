@@ -133,3 +133,27 @@ def test_two_experiences_in_avalanche_end_in_mlflow(tmp_path):
 def test_the_adapter_needs_a_lifelong_model():
     with pytest.raises(TypeError, match="ContinualClassifier"):
         as_avalanche(build_strategy("finetune"), torch.nn.Linear(4, 2), torch.optim.SGD([torch.zeros(1)], lr=0.1))
+
+
+def test_stream_info_without_a_class_timeline_comes_from_the_targets(digits_stream, tiny_model):
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.utils import as_classification_dataset
+
+    from lifelong.interop.avalanche import stream_info_of
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, data):
+            self.data, self.targets = data, data.y.tolist()
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            return self.data.x[i], int(self.data.y[i]), 0
+
+    datasets = [as_classification_dataset(Items(e.dataset)) for e in digits_stream.train[:3]]
+    bench = benchmark_from_datasets(train=datasets, test=datasets)
+    info = stream_info_of(bench.train_stream[0], tiny_model)
+    assert info.classes_per_experience == [sorted(e.classes) for e in digits_stream.train[:3]]
+    assert info.input_shape == (1, 8, 8)
+    assert info.n_experiences == 3
