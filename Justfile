@@ -16,8 +16,8 @@ test-all:
 
 # ruff and mypy
 lint:
-    ruff check lifelong tests benchmarks
-    ruff format --check lifelong tests benchmarks
+    ruff check lifelong tests benchmarks examples
+    ruff format --check lifelong tests benchmarks examples
     mypy
 
 # the MLflow UI on the project's store (runs/mlflow.db)
@@ -28,3 +28,11 @@ ui port="5000":
 bench:
     python benchmarks/throughput.py --backbone mlp --per-class 1000 --repeats 3
     python benchmarks/throughput.py --backbone reduced_resnet18 --per-class 100 --repeats 2
+
+# stability/plasticity: layer-wise CKA and linear probes, finetune vs ER (+ hpcr), 3 seeds (~2 min)
+stability:
+    python benchmarks/stability.py --seeds 0,1,2
+
+# an HTML page of a run or of an experiment's runs, e.g. `just report runs/quickstart`
+report target:
+    lifelong report {{target}}

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
     compare.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
     compare.add_argument("--out", default=None, help="markdown file (default: runs/<experiment>/compare.md)")
+    report = sub.add_parser("report", help="one self-contained HTML page of a run or of an experiment's runs")
+    report.add_argument("targets", nargs="+", help="run folder(s) or experiment folder(s), e.g. runs/quickstart")
+    report.add_argument("--out", default=None, help="HTML file (default: <first target>/report.html)")
+    report.add_argument("--log", action="store_true", help="also log the page as an MLflow artifact of each run")
+    report.add_argument("--uri", default=None, help="tracking URI for --log (default: the runs' store)")
     return parser
 
 
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one message and exit with 2."""
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare}[args.command](args)
+        commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
+        return commands[args.command](args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -88,6 +94,7 @@ def format_result(result) -> str:  # noqa: ANN001
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from lifelong.analysis import ANALYSES
     from lifelong.data import DATASETS, SCENARIOS
     from lifelong.models import BACKBONES, HEADS, backbone_names
     from lifelong.strategies import STRATEGIES
@@ -98,11 +105,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("scenarios", SCENARIOS, SCENARIOS.names()),
         ("backbones", BACKBONES, backbone_names()),
         ("heads", HEADS, HEADS.names()),
+        ("analyses", ANALYSES, ANALYSES.names()),
     ):
         print(f"{title}:")
         for name in names:
             doc = registry.describe(name) if name in registry else "any timm model by name, e.g. timm:resnet18"
             print(f"  {name:<22} {doc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lifelong.report import default_report_path, log_report, write_report
+
+    out = Path(args.out) if args.out else default_report_path(args.targets)
+    if args.log:
+        path, logged = log_report(args.targets, out, uri=args.uri)
+    else:
+        path, logged = write_report(args.targets, out), []
+    print(f"report: {path.resolve().as_uri()}")
+    if logged:
+        print(f"logged as an MLflow artifact of {len(logged)} run(s)")
     return 0
 
 

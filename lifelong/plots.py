@@ -7,14 +7,23 @@ this module is cheap, nothing opens a window and the global backend is left alon
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "heatmap_figure", "heatmap_size", "matrix_heatmap"]
+__all__ = [
+    "DPI",
+    "curves_figure",
+    "curves_plot",
+    "figure_png",
+    "heatmap_figure",
+    "heatmap_size",
+    "labelled_heatmap",
+    "matrix_heatmap",
+]
 
 DPI = 100
 
@@ -154,3 +163,100 @@ def _annotate(ax: Any, rows: list[list[float]], value_format: str, low: float, h
                 color="black" if light_cell else "white",
                 fontsize=9,
             )
+
+
+def labelled_heatmap(
+    matrix: Any,
+    path: str | Path,
+    title: str,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    value_format: str = ".2f",
+) -> Path:
+    """Write :func:`heatmap_figure` of ``matrix`` as a PNG with its own axis titles.
+
+    For tables that are not accuracy matrices (e.g. layer x experience for CKA), whose axes are not
+    "trained through" / "evaluated on". Parent folders are created; returns the path.
+    """
+    fig = heatmap_figure(matrix, title, row_labels, col_labels, value_format)
+    ax = fig.axes[0]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _save(fig, path)
+
+
+def curves_figure(
+    series: Mapping[str, Sequence[float]],
+    x_labels: Sequence[str],
+    title: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+) -> Figure:
+    """Line plot of one curve per entry of ``series`` over the evaluation points ``x_labels``.
+
+    NaN values leave gaps (e.g. a metric undefined before the first experience). Each point carries
+    a marker, so a curve of one defined point is still visible.
+
+    Args:
+        series: curve name -> one value per x label.
+        x_labels: the points on the x axis, e.g. "init", "after 0", ...
+        title: Figure title.
+        ylabel: y-axis title.
+        ylim: fixed y range; ``None`` fits the data.
+
+    Returns:
+        The figure (not registered with pyplot; nothing to close).
+
+    """
+    for name, values in series.items():
+        if len(values) != len(x_labels):
+            raise ValueError(f"curve {name!r} has {len(values)} values for {len(x_labels)} x labels")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 1.5 + 0.6 * len(x_labels)), 3.0), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    positions = list(range(len(x_labels)))
+    for name, values in series.items():
+        ax.plot(positions, [float(v) for v in values], marker="o", label=str(name))
+    ax.set_xticks(positions, [str(label) for label in x_labels])
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def curves_plot(
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    x_labels: Sequence[str],
+    title: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+) -> Path:
+    """Write :func:`curves_figure` as a PNG; parent folders are created. Returns the path."""
+    return _save(curves_figure(series, x_labels, title, ylabel, ylim), path)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The PNG bytes of ``fig`` at ``DPI`` (for inlining in HTML)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    return buffer.getvalue()
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
