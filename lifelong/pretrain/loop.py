@@ -1,0 +1,278 @@
+"""The continual pretraining driver: one fresh Lightning ``Trainer`` per task, retrieval after every task.
+
+``run_pretrain(config)`` takes a plain dict (or :func:`load_config` of a YAML such as
+``experiments/flava_av_digits.yaml``) with the keys ``name``, ``seed``, ``stream`` (``name`` + ``params``),
+``model`` (``size``: tiny/base + ``params`` overrides), ``method`` (``name`` + ``params``), ``train``
+(``epochs``, ``batch_size``, ``lr``, ``betas``, ``weight_decay``, ``accelerator``, ``precision``,
+``schedule``), ``eval`` (``batch_size``), ``output_dir`` and ``tracking`` (``enabled``, ``uri``).
+All CL state lives in the module (model + method); the Trainer is thrown away after each task.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lifelong.data.av_cavmae import cavmae_stream
+from lifelong.data.av_common import AVStream
+from lifelong.data.av_digits import av_digits
+from lifelong.data.av_synthetic import av_synthetic
+from lifelong.errors import ConfigError, NonFiniteLossError, unknown_choice
+from lifelong.metrics import av_retrieval as avr
+from lifelong.models.cavmae import CAVMAE, CAVMAEConfig
+from lifelong.pretrain.methods import PRETRAIN_METHODS, PretrainMethod
+from lifelong.schedules import InfiniteSchedule
+
+AV_STREAMS: dict[str, Callable[..., AVStream]] = {
+    "av_digits": av_digits,
+    "av_synthetic": av_synthetic,
+    "cavmae": cavmae_stream,
+}
+
+
+class PretrainModule(L.LightningModule):
+    """Model + method; Adam as in FLAVA (lr 1e-4, betas (0.95, 0.999), wd 5e-7), optional infinite schedule."""
+
+    def __init__(
+        self,
+        model: CAVMAE,
+        method: PretrainMethod,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.95, 0.999),
+        weight_decay: float = 5e-7,
+        schedule: InfiniteSchedule | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+        method.setup(model)
+        self.lr, self.betas, self.weight_decay, self.schedule = lr, tuple(betas), weight_decay, schedule
+        self.main_step = 0  # steps of the main (pre-anneal) branch across tasks
+        self.task_step, self.task_steps = 0, 0
+        self.fork: dict[str, torch.Tensor] | None = None
+        self.samples = 0
+        self._last = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """A fresh Adam per task (FLAVA uses no scheduler; see ``train.schedule``)."""
+        return torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set the scheduled learning rate; fork the weights where the anneal branch starts."""
+        if self.schedule is None:
+            return
+        anneal = round(self.schedule.anneal_fraction * self.task_steps)
+        start = self.task_steps - anneal
+        if self.task_step < start:
+            lr = self.schedule.lr(self.main_step)
+            self.main_step += 1
+        else:
+            if self.fork is None and anneal > 0:
+                self.fork = copy.deepcopy(self.state_dict())
+            lr = self.schedule.anneal_lr(self.task_step - start + 1, anneal)
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = lr
+        self.task_step += 1
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The method's loss."""
+        out = self.method.training_loss(self.model, batch)
+        if not torch.isfinite(out.loss):
+            raise NonFiniteLossError(f"non-finite pretraining loss at step {self.global_step}: {out.parts}")
+        self._last = out
+        return out.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Memory updates after the optimiser step."""
+        self.method.after_training_step(self.model, batch, self._last)
+        self.samples += len(batch["video"])
+
+    def restore_fork(self) -> bool:
+        """Go back to the pre-anneal weights (after evaluating the annealed branch); True if there was a fork."""
+        if self.fork is None:
+            return False
+        self.load_state_dict(self.fork)
+        self.fork = None
+        return True
+
+
+@torch.no_grad()
+def embed_dataset(model: CAVMAE, data: Dataset, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Unmasked retrieval embeddings and groups of every pair in ``data``."""
+    was = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {"a": [], "v": [], "group": []}
+    for batch in DataLoader(data, batch_size=batch_size):
+        a, v = model.embed_clip(batch["video"].to(device), batch["audio"].to(device))
+        parts["a"].append(a.cpu())
+        parts["v"].append(v.cpu())
+        parts["group"].append(batch["group"])
+    model.train(was)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def evaluate_retrieval(model: CAVMAE, tests: list[Dataset], batch_size: int, device: torch.device) -> list[dict]:
+    """Per task: a2v and v2a R@1/5/10 and median rank; queries of that task, gallery = every task's pairs."""
+    embs = [embed_dataset(model, t, batch_size, device) for t in tests]
+    gallery = {k: torch.cat([e[k] for e in embs]) for k in ("a", "v", "group")}
+    out = []
+    for e in embs:
+        pos = e["group"][:, None] == gallery["group"][None]
+        a2v = avr.retrieval_scores(avr.cosine_similarity(e["a"], gallery["v"]), pos)
+        v2a = avr.retrieval_scores(avr.cosine_similarity(e["v"], gallery["a"]), pos)
+        out.append({**{f"a2v/{k}": v for k, v in a2v.items()}, **{f"v2a/{k}": v for k, v in v2a.items()}})
+    return out
+
+
+def build_model(cfg: dict) -> CAVMAE:
+    """``model.size`` (tiny/base) with ``model.params`` overrides."""
+    size = cfg.get("size", "tiny")
+    if size not in ("tiny", "base"):
+        raise unknown_choice("model.size", size, ["tiny", "base"])
+    return CAVMAE(getattr(CAVMAEConfig, size)(**cfg.get("params", {})))
+
+
+def build_stream(cfg: dict) -> AVStream:
+    """``stream.name`` with ``stream.params``."""
+    name = cfg.get("name", "av_digits")
+    if name not in AV_STREAMS:
+        raise unknown_choice("stream.name", name, AV_STREAMS)
+    return AV_STREAMS[name](**cfg.get("params", {}))
+
+
+def _schedule(train: dict, steps_first_task: int) -> InfiniteSchedule | None:
+    sched = train.get("schedule")
+    if not sched:
+        return None
+    sched = dict(sched)
+    if sched.pop("name", "infinite") != "infinite":
+        raise ConfigError("train.schedule.name must be 'infinite' (or leave train.schedule empty)")
+    warmup, cooldown = sched.pop("warmup", 0.05), sched.pop("cooldown", 0.5)
+    return InfiniteSchedule.for_first_task(float(train.get("lr", 1e-4)), steps_first_task, warmup, cooldown, **sched)
+
+
+def train_stream(cfg: dict, stream: AVStream | None = None) -> dict[str, Any]:
+    """Run the continual pretraining described by ``cfg``; returns matrices, summaries and throughput."""
+    seed = int(cfg.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    stream = stream or build_stream(cfg.get("stream", {}))
+    model = build_model(cfg.get("model", {}))
+    mcfg = cfg.get("method", {})
+    method = PRETRAIN_METHODS.get(mcfg.get("name", "finetune"))(**mcfg.get("params", {}))
+    train = cfg.get("train", {})
+    bs, epochs = int(train.get("batch_size", 16)), int(train.get("epochs", 1))
+    steps0 = epochs * (len(stream.train[0]) // bs)
+    module = PretrainModule(
+        model,
+        method,
+        float(train.get("lr", 1e-4)),
+        tuple(train.get("betas", (0.95, 0.999))),
+        float(train.get("weight_decay", 5e-7)),
+        _schedule(train, steps0),
+    )
+    eval_bs = int(cfg.get("eval", {}).get("batch_size", 64))
+    rows, train_time = [], 0.0
+    for task, data in enumerate(stream.train):
+        module.task_step, module.task_steps = 0, epochs * (len(data) // bs)
+        loader = DataLoader(
+            data, batch_size=bs, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed + task)
+        )
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=train.get("accelerator", "cpu"),
+            devices=1,
+            precision=train.get("precision", "32-true"),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, loader)
+        train_time += time.perf_counter() - start
+        method.after_experience(model, task)
+        rows.append(evaluate_retrieval(model, stream.test, eval_bs, module.device))
+        module.restore_fork()
+    return summarise(rows, module.samples / max(train_time, 1e-9), train_time)
+
+
+def summarise(rows: list[list[dict]], samples_per_s: float, train_time: float) -> dict[str, Any]:
+    """Retrieval matrices ``R[after task i][task j]`` per metric, FLAVA average/forgetting of the R@k."""
+    metrics = list(rows[0][0])
+    matrices = {m: [[r[j][m] for j in range(len(r))] for r in rows] for m in metrics}
+    summary: dict[str, float] = {}
+    for m, mat in matrices.items():
+        if "MdR" in m:
+            continue
+        summary[f"{m}/average"] = avr.average_final(mat)
+        summary[f"{m}/forgetting"] = avr.flava_forgetting(mat)
+    return {"matrices": matrices, "summary": summary, "samples_per_s": samples_per_s, "train_time_s": train_time}
+
+
+def write_artifacts(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Retrieval matrices as CSV + PNG heatmaps and ``summary.json``; returns the files written."""
+    from lifelong.plots import matrix_heatmap
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for m, mat in result["matrices"].items():
+        stem = "retrieval_" + m.replace("/", "_").replace("@", "")
+        path = out_dir / f"{stem}.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["after_task", *[f"task{j}" for j in range(len(mat[0]))]])
+            w.writerows([[i, *row] for i, row in enumerate(mat)])
+        written.append(path)
+        if m.endswith("R@1"):
+            fmt = ".2f"
+            written.append(
+                matrix_heatmap(mat, out_dir / f"{stem}.png", f"{m} (after task i, task j)", value_format=fmt)
+            )
+    path = out_dir / "summary.json"
+    path.write_text(json.dumps({k: v for k, v in result.items() if k != "matrices"}, indent=2))
+    written.append(path)
+    return written
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a pretraining YAML into a plain dict."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def run_pretrain(cfg: dict) -> dict[str, Any]:
+    """Train, write artifacts under ``output_dir`` and, if ``tracking.enabled``, log them to MLflow."""
+    result = train_stream(cfg)
+    name = cfg.get("name", "pretrain")
+    method, stream = cfg.get("method", {}).get("name", "finetune"), cfg.get("stream", {}).get("name", "av_digits")
+    run_name = f"{method}-{stream}-s{cfg.get('seed', 0)}"
+    out_dir = Path(cfg.get("output_dir", f"runs/pretrain/{name}/{run_name}"))
+    files = write_artifacts(result, out_dir)
+    tracking = cfg.get("tracking", {})
+    if tracking.get("enabled", False):
+        from lifelong.tracking import MlflowTracker, resolve_uri
+
+        tracker = MlflowTracker(resolve_uri(tracking.get("uri")), name, run_name)
+        flat = {f"{k}.{kk}": str(vv) for k, v in cfg.items() if isinstance(v, dict) for kk, vv in v.items()}
+        tracker.start(flat, {"kind": "av-pretrain"})
+        for i in range(len(next(iter(result["matrices"].values())))):
+            step_metrics = {
+                f"eval/{m}/task{j}": v for m, mat in result["matrices"].items() for j, v in enumerate(mat[i])
+            }
+            tracker.log_metrics(step_metrics, step=i)
+        tracker.log_metrics({f"stream/{k}": v for k, v in result["summary"].items()}, step=len(files))
+        for f in files:
+            tracker.log_artifact(f)
+        tracker.end()
+    return result
