@@ -2,6 +2,7 @@
 
 from lifelong.models.backbones import BACKBONES, backbone_names, build_backbone, validate_backbone
 from lifelong.models.classifier import ContinualClassifier, build_model
+from lifelong.models.dsimplex import DSimplexHead as DSimplexHead  # registers the "dsimplex" head
 from lifelong.models.heads import HEADS, CosineHead, LinearHead, MultiHead, build_head, mask_value
 from lifelong.models.resnet import ReducedResNet18
 

@@ -7,11 +7,21 @@ import torch
 
 from lifelong import config
 from lifelong.loop import LoaderSettings, train_experience
+from lifelong.models import build_model
 from lifelong.module import ContinualModule
 from lifelong.run import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy
 
 NAMES = STRATEGIES.names()
+
+
+def model_for(name, stream, tiny_model):
+    """The tiny model, or one with the head a strategy requires (e.g. the d-Simplex methods)."""
+    head = getattr(STRATEGIES.get(name), "requires_head", "linear")
+    if head == "linear":
+        return tiny_model
+    info = stream.info
+    return build_model("mlp", head, info.num_classes, info.input_shape, backbone_kwargs={"hidden": [32]})
 
 
 def batches(experience, size=8, n=2):
@@ -21,6 +31,7 @@ def batches(experience, size=8, n=2):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hooks_give_a_finite_differentiable_loss(name, digits_stream, tiny_model):
+    tiny_model = model_for(name, digits_stream, tiny_model)
     strategy = build_strategy(name)
     strategy.setup(tiny_model, digits_stream.info)
     for experience in digits_stream.train[:2]:
@@ -41,6 +52,7 @@ def test_hooks_give_a_finite_differentiable_loss(name, digits_stream, tiny_model
 
 @pytest.mark.parametrize("name", NAMES)
 def test_lightning_fit_trains_each_strategy(name, digits_stream, tiny_model):
+    tiny_model = model_for(name, digits_stream, tiny_model)
     cfg = config.load(overrides=["train.epochs=1"])
     strategy = build_strategy(name)
     module = ContinualModule(tiny_model, strategy, lambda p: torch.optim.SGD(p, lr=0.1), len(digits_stream))
