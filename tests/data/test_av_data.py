@@ -53,6 +53,29 @@ def test_av_digits_stream_shapes_labels_and_held_out_voice():
         av_digits(train_voices=("en",), test_voices=("en",))
 
 
+@needs_asterisk
+def test_av_digits_default_protocol_seen_voices_and_held_out_images():
+    from lifelong.data.av_digits import _digit_images
+
+    s = av_digits(tasks=((0, 1), (2, 3)), train_voices=("en", "fr"), train_copies=3, test_copies=2)
+    assert len(s.test[0]) == 2 * 2 * 2  # test_voices=None -> the two training voices
+    train_images = set(torch.cat([d.extras["image"] for d in s.train]).tolist())
+    test_images = set(torch.cat([d.extras["image"] for d in s.test]).tolist())
+    assert train_images.isdisjoint(test_images)
+    assert train_images <= set(_digit_images(True)[2].tolist())
+    assert test_images <= set(_digit_images(False)[2].tolist())
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    for d in (*s.train, *s.test):  # every pair shows an image of its own digit
+        assert np.array_equal(target[d.extras["image"].numpy()], d.label.numpy())
+    # explicit overlap still needs the opt-in
+    with pytest.raises(ValueError, match="held out"):
+        av_digits(train_voices=("en", "fr"), test_voices=("fr",))
+    ok = av_digits(tasks=((0, 1),), train_voices=("en",), test_voices=("en",), allow_seen_voices=True, train_copies=1)
+    assert len(ok.test[0]) == 2 * 6
+
+
 def test_missing_packages_name_the_apt_packages(tmp_path: Path):
     with pytest.raises(DataError, match="apt-get install -y asterisk-core-sounds-en-wav"):
         av_digits(root=tmp_path)
