@@ -107,11 +107,22 @@ class LifelongTemplate(SupervisedTemplate):
         if not self._is_set_up:
             self.stream_info = self.stream_info or stream_info_of(self.experience, model)
             self.lifelong_strategy.setup(model, self.stream_info)
+            self._optimize_strategy_parameters()
             self._is_set_up = True
         index = int(self.experience.current_experience)
         self._experience = experience_from_avalanche(self.experience, index, f"training experience {index}")
         self.lifelong_strategy.before_experience(model, self._experience)
         self.adapted_dataset = self.lifelong_strategy.train_dataset(self._experience)
+
+    def _optimize_strategy_parameters(self) -> None:
+        """Add the strategy's own trainable parameters (e.g. SCR's projection head) to the optimizer.
+
+        Under Lightning they are part of the module; here the user's optimizer only knows the model.
+        """
+        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        extra = [p for p in self.lifelong_strategy.parameters() if p.requires_grad and id(p) not in known]
+        if extra:
+            self.optimizer.add_param_group({"params": extra})
 
     def make_train_dataloader(self, num_workers: int = 0, shuffle: bool = True, **kwargs: Any) -> None:
         """Batches of ``(x, y, t)`` tensors from the strategy's dataset (lifelong's loader)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import lightning as L
 import pytest
 import torch
@@ -36,6 +38,25 @@ def fresh_model(name: str):
     return build_model("mlp", head, num_classes=10, input_shape=(1, 8, 8), backbone_kwargs={"hidden": [32]})
 
 
+def seeded(strategy):
+    """The strategy with the global RNG re-seeded before setup and every step (augmentations draw from it).
+
+    Both drivers then give each step the same random numbers whatever else consumed the RNG before.
+    """
+    original_setup, original_loss, steps = strategy.setup, strategy.training_loss, itertools.count()
+
+    def setup(model, stream_info):  # strategies may build their own modules here (SCR's projection)
+        torch.manual_seed(999)
+        return original_setup(model, stream_info)
+
+    def training_loss(model, batch):
+        torch.manual_seed(1000 + next(steps))
+        return original_loss(model, batch)
+
+    strategy.setup, strategy.training_loss = setup, training_loss
+    return strategy
+
+
 class LossRecorder(SupervisedPlugin):
     def __init__(self):
         super().__init__()
@@ -49,7 +70,7 @@ def avalanche_losses(name, benchmark, n_experiences=2):
     model = fresh_model(name)
     recorder = LossRecorder()
     learner = as_avalanche(
-        build_strategy(name),
+        seeded(build_strategy(name)),
         model,
         torch.optim.SGD(model.parameters(), lr=0.1),
         train_mb_size=2 * PER_CLASS,
@@ -65,7 +86,7 @@ def avalanche_losses(name, benchmark, n_experiences=2):
 def lightning_losses(name, benchmark, n_experiences=2):
     stream = stream_from_avalanche(benchmark, "digits", "class_incremental")
     model = fresh_model(name)
-    strategy = build_strategy(name)
+    strategy = seeded(build_strategy(name))
     module = ContinualModule(model, strategy, lambda p: torch.optim.SGD(p, lr=0.1), len(stream), log_every_n_steps=1)
     losses: list[float] = []
     module.step_reporter = lambda step, metrics: losses.append(metrics["train/loss"])
