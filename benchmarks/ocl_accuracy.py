@@ -1,0 +1,172 @@
+"""Online class-incremental accuracy on Split Fashion-MNIST: finetune, ER, ER-ACE, SCR, PCR and HPCR.
+
+Every method runs the experiment file ``experiments/fmnist_online_<method>.yaml`` (5 tasks of 2 classes,
+one pass in batches of 10, a memory of 500 and a replay batch of 10 where the method has one, SGD lr 0.1,
+the 2x256 MLP) through ``lifelong.run.run``, with tracking and checkpoints off, once per seed. Seeds are the
+outer loop, so machine-load drifts hit every method alike.
+
+    python benchmarks/ocl_accuracy.py [--seeds 0,1,2] [--methods er,pcr,hpcr] [--per-class 6000]
+        [--backbone reduced_resnet18 --backbone-kwargs '{"nf": 8}'] [--set optim.lr=0.05 ...]
+
+Reports per method the final average accuracy and the forgetting (lifelong's: max-based, averaged over the
+first T-1 tasks), mean ± sample std over seeds, and the training throughput (stream samples per second,
+evaluation excluded) and its ratio to ER's on the same seeds. Prints a markdown table and writes
+``benchmarks/results/ocl_accuracy.json`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lifelong import config
+from lifelong.run import run
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("finetune", "er", "er_ace", "scr", "pcr", "hpcr")
+
+
+def load_config(method: str, seed: int, args: argparse.Namespace, tmp: Path) -> config.ExperimentConfig:
+    """The method's experiment file with this run's seed, subset, backbone and overrides; no tracking."""
+    data = config.read_yaml(EXPERIMENTS / f"fmnist_online_{method}.yaml")
+    if args.backbone is not None:  # replace (not merge) the backbone options of the file
+        data.setdefault("model", {})["backbone"] = args.backbone
+        data["model"]["backbone_kwargs"] = json.loads(args.backbone_kwargs)
+    path = tmp / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    overrides = [f"seed={seed}", "tracking.enabled=false", "checkpoint.enabled=false", f"output_dir={tmp / 'runs'}"]
+    if args.per_class is not None:
+        overrides.append(f"stream.train_per_class={args.per_class}")
+    if args.test_per_class is not None:
+        overrides.append(f"stream.test_per_class={args.test_per_class}")
+    return config.load(path, overrides + list(args.set))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per method: mean/std of accuracy and forgetting, mean throughput and its ratio to ER's (paired by seed)."""
+    er_speed = {r["seed"]: r["samples_per_second"] for r in runs.get("er", [])}
+    summary = {}
+    for method, rows in runs.items():
+        acc, acc_std = mean_std([r["avg_acc"] for r in rows])
+        forgetting, forgetting_std = mean_std([r["forgetting"] for r in rows])
+        speeds = [r["samples_per_second"] for r in rows]
+        ratios = [er_speed[r["seed"]] / r["samples_per_second"] for r in rows if r["seed"] in er_speed]
+        summary[method] = {
+            "avg_acc_mean": acc,
+            "avg_acc_std": acc_std,
+            "forgetting_mean": forgetting,
+            "forgetting_std": forgetting_std,
+            "samples_per_second_mean": statistics.fmean(speeds),
+            "er_speed_over_this": statistics.median(ratios) if ratios else None,
+            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in rows),
+            "runs": len(rows),
+        }
+    return summary
+
+
+def markdown(summary: dict[str, dict], title: str) -> str:
+    lines = [
+        title,
+        "",
+        "| method | final avg acc | forgetting | train samples/s | ER speed / this | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        ratio = "" if s["er_speed_over_this"] is None else f"{s['er_speed_over_this']:.2f}x"
+        lines.append(
+            f"| {method} | {100 * s['avg_acc_mean']:.1f} ± {100 * s['avg_acc_std']:.1f} "
+            f"| {100 * s['forgetting_mean']:.1f} ± {100 * s['forgetting_std']:.1f} "
+            f"| {s['samples_per_second_mean']:.0f} | {ratio} | {s['runs']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--per-class", type=int, default=None, help="training images per class (default: all 6000)")
+    parser.add_argument("--test-per-class", type=int, default=None, help="test images per class (default: all 1000)")
+    parser.add_argument("--backbone", default=None, help="replace the files' backbone (e.g. reduced_resnet18)")
+    parser.add_argument("--backbone-kwargs", default="{}", help="JSON options of --backbone, e.g. '{\"nf\": 8}'")
+    parser.add_argument("--set", action="append", default=[], help="extra config override key=value (repeatable)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ocl_accuracy.json")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ocl_accuracy_") as tmp:
+        for seed in seeds:
+            for method in methods:
+                cfg = load_config(method, seed, args, Path(tmp))
+                t0 = time.perf_counter()
+                result = run(cfg, quiet=True)
+                row = {
+                    "seed": seed,
+                    "avg_acc": result.metrics["avg_acc"],
+                    "forgetting": result.metrics["forgetting"],
+                    "samples_per_second": result.samples_per_second,
+                    "wall_seconds": time.perf_counter() - t0,
+                    "final_row": result.matrix.row(result.matrix.n_experiences - 1),
+                }
+                runs[method].append(row)
+                print(
+                    f"seed {seed} {method:9s} avg_acc {row['avg_acc']:.4f} forgetting {row['forgetting']:.4f} "
+                    f"{row['samples_per_second']:.0f} samples/s ({row['wall_seconds']:.0f}s)",
+                    flush=True,
+                )
+    summary = summarise(runs)
+    backbone = args.backbone or "mlp 2x256"
+    subset = f"{args.per_class}/class" if args.per_class else "full"
+    title = (
+        f"Online Split Fashion-MNIST (5 tasks, {subset} training set), M=500, batch 10 + replay 10, {backbone}, "
+        f"seeds {args.seeds}" + (f", overrides {args.set}" if args.set else "")
+    )
+    print("\n" + markdown(summary, title))
+    total = time.perf_counter() - started
+    print(f"\nwall time {total:.0f}s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out = {
+        "setting": {
+            "seeds": seeds,
+            "methods": methods,
+            "per_class": args.per_class,
+            "test_per_class": args.test_per_class,
+            "backbone": backbone,
+            "backbone_kwargs": json.loads(args.backbone_kwargs),
+            "overrides": args.set,
+        },
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "wall_seconds": total,
+        "summary": summary,
+        "runs": runs,
+        "markdown": markdown(summary, title),
+    }
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
