@@ -11,7 +11,7 @@ Layout (as produced by CAV-MAE's preprocessing; paths in the data file may be ab
 
 ``labels`` is a comma-separated list of ``mid``s. Tasks are categories: ``categories`` maps each task
 name to the class display names (or mids) it holds, in stream order (FLAVA's 8 VGGSound tasks are in
-``experiments/flava_vggsound.yaml``). Clips whose labels span several tasks are dropped (as FLAVA does
+``experiments/pretrain/flava_vggsound.yaml``). Clips whose labels span several tasks are dropped (as FLAVA does
 for AudioSet); clips with no label in any task are ignored. Retrieval is by instance.
 """
 

@@ -1,7 +1,7 @@
 """The continual pretraining driver: one fresh Lightning ``Trainer`` per task, retrieval after every task.
 
 ``run_pretrain(config)`` takes a plain dict (or :func:`load_config` of a YAML such as
-``experiments/flava_av_digits.yaml``) with the keys ``name``, ``seed``, ``stream`` (``name`` + ``params``),
+``experiments/pretrain/flava_av_digits.yaml``) with the keys ``name``, ``seed``, ``stream`` (``name`` + ``params``),
 ``model`` (``size``: tiny/base + ``params`` overrides), ``method`` (``name`` + ``params``), ``train``
 (``epochs``, ``batch_size``, ``lr``, ``betas``, ``weight_decay``, ``accelerator``, ``precision``,
 ``schedule``), ``eval`` (``batch_size``), ``output_dir`` and ``tracking`` (``enabled``, ``uri``).
