@@ -12,7 +12,7 @@ from lifelong.models import HEADS, CosineHead, LinearHead, MultiHead, build_head
 
 
 def test_registered_heads():
-    assert HEADS.names() == ["cosine", "linear"]
+    assert HEADS.names() == ["cosine", "dsimplex", "linear"]
     assert isinstance(build_head("linear", 4, 3), LinearHead)
     assert build_head("cosine", 4, 3, scale=2.0).scale == 2.0
 
