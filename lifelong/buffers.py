@@ -15,8 +15,11 @@ class ReservoirBuffer(nn.Module):
     ``capacity / n``. Storage is allocated on the first ``add`` from the samples' shapes and
     dtypes; extra per-sample fields (e.g. logits for DER) are stored alongside.
 
+    Under DDP the driver calls :meth:`shard` on every rank, so each rank keeps
+    ``capacity / world_size`` slots filled from its own share of the data.
+
     Args:
-        capacity: number of slots (on this rank).
+        capacity: number of slots in total (over all ranks, see :meth:`shard`).
         seed: seed of the buffer's own random generator, so replay does not depend on
             unrelated random draws elsewhere.
 
@@ -30,6 +33,8 @@ class ReservoirBuffer(nn.Module):
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
+        self.total_capacity = capacity
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.register_buffer("n_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("n_stored", torch.zeros((), dtype=torch.long))
@@ -42,6 +47,35 @@ class ReservoirBuffer(nn.Module):
     def num_seen(self) -> int:
         """Samples offered so far."""
         return int(self.n_seen)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Keep this rank's share of the total capacity: ``total // world_size`` slots, one more on low ranks.
+
+        A memory that has not seen any sample yet also reseeds its generator on ranks > 0 (rank 0's
+        generator is left alone, so a single process behaves exactly as without sharding). A memory that has seen
+        samples (e.g. restored from a checkpoint) keeps its generator, and its share must not change.
+
+        Raises:
+            ValueError: ``rank`` is not in ``[0, world_size)``, or the share of a used memory would change.
+
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} process(es)")
+        base, extra = divmod(self.total_capacity, world_size)
+        capacity = base + (1 if rank < extra else 0)
+        if int(self.n_seen) > 0:
+            if capacity != self.capacity:
+                raise ValueError(
+                    f"this rank's replay memory holds {self.capacity} of {self.total_capacity} slots; a world of "
+                    f"{world_size} would give it {capacity}: resume with the number of processes the run started with"
+                )
+            return
+        if capacity != self.capacity:  # storage is allocated lazily at the next ``add``
+            for name in self.fields:
+                delattr(self, name)
+            self.fields, self.capacity = [], capacity
+        if rank > 0:  # rank 0 keeps its generator untouched: one process behaves exactly as without sharding
+            self.generator.manual_seed(self.seed + 1_000_003 * rank)
 
     def _allocate(self, samples: Mapping[str, torch.Tensor]) -> None:
         for name, value in samples.items():
@@ -115,10 +149,11 @@ class ReservoirBuffer(nn.Module):
 
     def get_extra_state(self) -> dict:
         """The random generator's state, so a resumed run draws the same replay batches."""
-        return {"generator": self.generator.get_state(), "fields": list(self.fields)}
+        return {"generator": self.generator.get_state(), "fields": list(self.fields), "capacity": self.capacity}
 
     def set_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.capacity = int(state.get("capacity", self.capacity))
 
     def extra_repr(self) -> str:
-        return f"capacity={self.capacity}, fields={self.fields}"
+        return f"capacity={self.capacity} of {self.total_capacity}, fields={self.fields}"

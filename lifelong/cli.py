@@ -7,7 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lifelong.errors import ConfigError, DataError, NonFiniteLossError
+from lifelong.errors import ConfigError, DataError, NonFiniteLossError, RunInterrupted, TrackingError
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=None,
+        help="continue a stopped run from its last checkpoint: its run directory or MLflow run id (same config)",
+    )
     show = sub.add_parser("show", help="print the resolved config")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
@@ -33,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
     compare.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
     compare.add_argument("--out", default=None, help="markdown file (default: runs/<experiment>/compare.md)")
+    sync = sub.add_parser("sync", help="upload what a run kept locally while the tracking server was away")
+    sync.add_argument("run_dir", help="the run directory (it holds tracking/run.json)")
+    sync.add_argument("--uri", default=None, help="tracking URI (default: the one the run used)")
     report = sub.add_parser("report", help="one self-contained HTML page of a run or of an experiment's runs")
     report.add_argument("targets", nargs="+", help="run folder(s) or experiment folder(s), e.g. runs/quickstart")
     report.add_argument("--out", default=None, help="HTML file (default: <first target>/report.html)")
@@ -46,13 +55,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
+        commands["sync"] = cmd_sync
         return commands[args.command](args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
-        print(f"error: {err}\n(the experiences evaluated so far are in the run folder and MLflow)", file=sys.stderr)
+        if getattr(err, "rank", 0) == 0:
+            print(f"error: {err}\n(the experiences evaluated so far are in the run folder and MLflow)", file=sys.stderr)
+            print(_resume_hint(args, err), file=sys.stderr)
         return 1
+    except RunInterrupted as err:
+        if getattr(err, "rank", 0) == 0:
+            print(f"{err}.", _resume_hint(args, err), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt as err:  # a second Ctrl+C, or signals that could not be handled (not the main thread)
+        if getattr(err, "rank", 0) == 0:
+            print("interrupted.", _resume_hint(args, err), file=sys.stderr)
+        return 130
+
+
+def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """Where the last checkpoint is and the command that continues from it."""
+    run_dir, checkpointed = getattr(err, "run_dir", None), getattr(err, "checkpointed", None)
+    if args.command != "run":
+        return ""
+    if run_dir is None or checkpointed is None:
+        return "No checkpoint was written."
+    where = "the evaluation before training" if checkpointed < 0 else f"experience {checkpointed}"
+    command = " ".join(["lifelong run", args.config, *args.overrides, "--resume", str(run_dir)])
+    return f"The last checkpoint is from {where}; continue with:\n  {command}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -68,12 +100,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config, args.overrides)
     check_names(cfg)
-    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet)
+    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet, resume=args.resume)
+    if results[0].rank > 0:  # DDP: rank 0 reports
+        return 0
     for result in results:
         print()
         print(format_result(result))
     store = results[0].config.output_dir
     print(f"\nMLflow UI: just ui   (or: mlflow ui --backend-store-uri sqlite:///{Path(store).resolve()}/mlflow.db)")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from lifelong.tracking import sync_run
+
+    report = sync_run(Path(args.run_dir), args.uri)
+    parts = [f"{report['metrics']} metric values"]
+    parts += [name for name in ("params", "artifacts") if report[name]]
+    if report["status"]:
+        parts.append(f"status {report['status']}")
+    print(f"run {report['run_id']} at {report['uri']}: sent " + ", ".join(parts))
+    if report["journal_status"] not in ("FINISHED", "FAILED", "KILLED"):
+        print("the run has not ended (still running, or killed with SIGKILL): sync again after it ends or resumes")
     return 0
 
 

@@ -9,6 +9,7 @@ backbone ...) are checked by ``lifelong.run.check_names`` before anything is bui
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
     strategy: str = "auto"
+    num_nodes: int = 1
     precision: str = "32-true"
     deterministic: bool = False
     progress_bar: bool = False
@@ -99,6 +101,13 @@ class TrackingConfig:
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    """``enabled``: write ``<run dir>/checkpoints`` after every experience (needed by ``--resume``)."""
+
+    enabled: bool = True
 
 
 @dataclass
@@ -113,6 +122,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     analysis: dict[str, Any] = field(default_factory=dict)  # analysis name -> its parameters (null: defaults)
 
     @property
@@ -171,17 +181,33 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(ExperimentConfig)
     for path in paths:
-        update = OmegaConf.create(read_yaml(path))
-        _drop_params_of_replaced_strategy(merged, update)
-        merged = _merge(merged, update, source=str(path))
+        merged = _merge(merged, read_yaml(path), source=str(path))
     if overrides:
         _check_override_syntax(overrides)
-        update = OmegaConf.from_dotlist(list(overrides))
-        _drop_params_of_replaced_strategy(merged, update)
-        merged = _merge(merged, update, source="command line")
-    cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        merged = _merge(merged, _parse_overrides(overrides), source="command line")
+    try:
+        cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:  # e.g. an interpolation ``${...}`` that does not resolve
+        raise _translate(err, "the merged config") from None
     validate(cfg)
     return cfg
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    """The ``key=value`` overrides as one config; a value OmegaConf cannot parse is named."""
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as err:  # noqa: BLE001 - YAML and OmegaConf grammar errors alike
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"override {item!r} cannot be parsed ({first}); close brackets and quote text with "
+                "special characters, e.g. key='a b' or key=[1,2]"
+            ) from None
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except Exception as err:  # noqa: BLE001 - overrides that contradict each other, e.g. a=1 a.b=2
+        raise ConfigError(f"overrides {' '.join(overrides)!r} contradict each other: {err}") from None
 
 
 def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
@@ -202,11 +228,16 @@ def _check_override_syntax(overrides: list[str]) -> None:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. strategy.name=er")
 
 
-def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+def _merge(base: DictConfig, layer: DictConfig | dict[str, Any], source: str) -> DictConfig:
+    """``layer`` (a YAML file or the overrides) merged over ``base``; any failure is a ``ConfigError``."""
     try:
+        update = layer if isinstance(layer, DictConfig) else OmegaConf.create(layer)
+        _drop_params_of_replaced_strategy(base, update)
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise _translate(err, source) from None
+    except (TypeError, ValueError, AttributeError) as err:  # e.g. a list where the schema has a mapping
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def _translate(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -222,7 +253,8 @@ def _translate(err: OmegaConfBaseException, source: str) -> ConfigError:
     if isinstance(err, ValidationError):
         expected = _expected_type(key)
         return ConfigError(f"{key}: {str(err.msg).splitlines()[0]} (from {source}); expected {expected}")
-    return ConfigError(f"{key}: {err} (from {source})")
+    message = str(getattr(err, "msg", None) or err).strip().splitlines() or [type(err).__name__]
+    return ConfigError(f"{key}: {message[0]} (from {source})")
 
 
 def _schema_node(dotted: str) -> Any:
@@ -262,7 +294,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size, "use >= 1")
     _require(cfg.train.num_workers >= 0, "train.num_workers", cfg.train.num_workers, "use >= 0")
     _require(cfg.train.log_every_n_steps >= 1, "train.log_every_n_steps", cfg.train.log_every_n_steps, "use >= 1")
-    _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a learning rate > 0")
+    _require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use an integer in [0, 2**32)")
+    _require(math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a learning rate > 0")
+    for key in ("momentum", "weight_decay"):
+        value = getattr(cfg.optim, key)
+        _require(math.isfinite(value) and value >= 0, f"optim.{key}", value, "use a finite number >= 0")
+    _check_devices(cfg.trainer.devices)
+    _require(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", cfg.trainer.num_nodes, "use an integer >= 1")
     if cfg.optim.name not in OPTIMIZERS:
         raise unknown_choice("optim.name", cfg.optim.name, OPTIMIZERS)
     if cfg.trainer.precision not in PRECISIONS:
@@ -272,6 +310,23 @@ def validate(cfg: ExperimentConfig) -> None:
         _require(params is None or isinstance(params, dict), f"analysis.{name}", params, allowed)
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"name={cfg.name!r} is not allowed; use a non-empty name without '/'")
+
+
+def _check_devices(devices: Any) -> None:
+    """``trainer.devices``: a count >= 1, -1 (all), "auto", a list of device indices or a string such as "0,1"."""
+    allowed = 'use a count >= 1, -1 (all), "auto", a list of device indices, or a string such as "0,1"'
+    if isinstance(devices, bool):
+        ok = False
+    elif isinstance(devices, int):
+        ok = devices >= 1 or devices == -1
+    elif isinstance(devices, str):
+        ok = devices == "auto" or all(part.strip().lstrip("-").isdigit() for part in devices.split(",") if part.strip())
+        ok = ok and bool(devices.strip())
+    elif isinstance(devices, list | tuple):
+        ok = bool(devices) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    else:
+        ok = False
+    _require(ok, "trainer.devices", devices, allowed)
 
 
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

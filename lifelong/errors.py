@@ -21,6 +21,27 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the experience and step."""
 
 
+class TrackingError(RuntimeError):
+    """The tracking server cannot be used; the message names the URI and how to fix it."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped early on SIGINT or SIGTERM; it can be resumed from its last checkpoint.
+
+    Deliberately not a ``KeyboardInterrupt``: Lightning turns those into ``sys.exit(1)`` mid-fit.
+
+    Attributes:
+        signal_name: ``SIGINT`` or ``SIGTERM`` (or a description of what stopped the run).
+        exit_code: the conventional shell exit status, 128 + the signal number.
+
+    """
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = 130) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
 def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest allowed name, or an empty string."""
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)

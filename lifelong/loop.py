@@ -13,7 +13,7 @@ from typing import Protocol
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
@@ -34,6 +34,16 @@ class LoopListener(Protocol):
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None: ...
 
+    def on_resumed(self, completed: int, matrix: AccuracyMatrix) -> None: ...
+
+
+class Checkpointer(Protocol):
+    """Saves the run after each evaluation point and restores it once at the start (``lifelong.checkpoint``)."""
+
+    def restore(self) -> tuple[int, AccuracyMatrix] | None: ...
+
+    def save(self, completed: int, matrix: AccuracyMatrix) -> None: ...
+
 
 @dataclass
 class LoaderSettings:
@@ -45,13 +55,39 @@ class LoaderSettings:
     seed: int = 0
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> DataLoader:
-    """A DataLoader; in-memory experience datasets are gathered a whole batch at a time."""
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``w`` reads indices ``r, r + w, r + 2w, ...``: every sample exactly once over the ranks.
+
+    Unlike Lightning's default ``DistributedSampler`` for evaluation it does not pad the last
+    shard with repeated samples, so counts summed over the ranks are exact.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, sampler: Sampler | None = None
+) -> DataLoader:
+    """A DataLoader; in-memory experience datasets are gathered a whole batch at a time.
+
+    With a ``sampler`` (DDP: this rank's share) ``shuffle`` and ``seed`` are the sampler's business.
+    """
     batched = isinstance(dataset, TensorExperienceDataset)
+    shuffle = shuffle and sampler is None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=identity_collate if batched else None,  # type: ignore[arg-type]
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
@@ -59,9 +95,21 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
     )
 
 
-def evaluate(trainer: L.Trainer, module: ContinualModule, loaders: list[DataLoader]) -> list[float]:
-    """Accuracy of the current model on every test experience."""
-    trainer.validate(module, dataloaders=loaders, verbose=False)
+def evaluate(trainer: L.Trainer, module: ContinualModule, stream: Stream, loaders: LoaderSettings) -> list[float]:
+    """Accuracy of the current model on every test experience (under DDP each rank scores a disjoint share)."""
+    world, rank = trainer.world_size, trainer.global_rank
+    test_loaders = [
+        make_loader(
+            e.dataset,
+            loaders.eval_batch_size,
+            False,
+            loaders.num_workers,
+            loaders.seed,
+            ShardSampler(e.dataset, world, rank) if world > 1 else None,
+        )
+        for e in stream.test
+    ]
+    trainer.validate(module, dataloaders=test_loaders, verbose=False)
     return module.accuracies()
 
 
@@ -72,32 +120,44 @@ def run_stream(
     loaders: LoaderSettings,
     listener: LoopListener,
     analyses: Mapping[str, Analysis] | None = None,
+    checkpoints: Checkpointer | None = None,
 ) -> AccuracyMatrix:
     """Train ``module`` on each experience of ``stream`` in order and fill the accuracy matrix.
 
     The test stream is evaluated once before training (row "init", for forward transfer) and
-    after every experience; the ``analyses`` run at each of those points too.
+    after every experience; the ``analyses`` run at each of those points too, and then the
+    ``checkpoints`` are saved. A resumed run (``checkpoints.restore()`` returns the last
+    experience it saved) continues with the next experience.
     """
     analyses = analyses or {}
-    matrix = AccuracyMatrix(len(stream))
-    test_loaders = [
-        make_loader(e.dataset, loaders.eval_batch_size, False, loaders.num_workers, loaders.seed) for e in stream.test
-    ]
     module.step_reporter = listener.on_train_metrics
     module.strategy.setup(module.model, stream.info)
-    initial = evaluate(make_trainer(), module, test_loaders)
-    matrix.set_initial(initial)
-    listener.on_evaluated(-1, initial, matrix)
-    run_analyses(-1, module, stream, analyses, listener)
-    for experience in stream.train:
+    resumed = checkpoints.restore() if checkpoints is not None else None
+    if resumed is None:
+        matrix = AccuracyMatrix(len(stream))
+        initial = evaluate(make_trainer(), module, stream, loaders)
+        matrix.set_initial(initial)
+        listener.on_evaluated(-1, initial, matrix)
+        run_analyses(-1, module, stream, analyses, listener)
+        if checkpoints is not None:
+            checkpoints.save(-1, matrix)
+        start = 0
+    else:
+        completed, matrix = resumed
+        module.strategy.on_resume(module.model, stream)
+        listener.on_resumed(completed, matrix)
+        start = completed + 1
+    for experience in stream.train[start:]:
         started = time.perf_counter()
         samples = train_experience(module, experience, make_trainer(), loaders)
         seconds = time.perf_counter() - started
-        accuracies = evaluate(make_trainer(), module, test_loaders)
+        accuracies = evaluate(make_trainer(), module, stream, loaders)
         matrix.set_row(experience.index, accuracies)
         listener.on_experience_end(experience, seconds, samples)
         listener.on_evaluated(experience.index, accuracies, matrix)
         run_analyses(experience.index, module, stream, analyses, listener)
+        if checkpoints is not None:
+            checkpoints.save(experience.index, matrix)
     return matrix
 
 
@@ -120,7 +180,11 @@ def train_experience(
     strategy = module.strategy
     strategy.before_experience(module.model, experience)
     dataset = strategy.train_dataset(experience)
-    loader = make_loader(dataset, loaders.batch_size, True, loaders.num_workers, loaders.seed + experience.index)
+    seed = loaders.seed + experience.index
+    sampler: DistributedSampler | None = None
+    if trainer.world_size > 1:  # this rank's share, reshuffled every epoch (Lightning calls set_epoch)
+        sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=seed)
+    loader = make_loader(dataset, loaders.batch_size, True, loaders.num_workers, seed, sampler)
     trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(module.model, experience)
-    return len(dataset) * trainer.max_epochs  # type: ignore[arg-type, operator]
+    return len(loader.sampler) * trainer.max_epochs  # type: ignore[arg-type, operator]

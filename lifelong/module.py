@@ -12,6 +12,7 @@ from torchmetrics.aggregation import SumMetric
 
 from lifelong.errors import NonFiniteLossError
 from lifelong.models.classifier import ContinualClassifier
+from lifelong.signals import StopRequest
 from lifelong.strategies.base import Batch, StepOutput, Strategy
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
@@ -49,9 +50,27 @@ class ContinualModule(L.LightningModule):
         self.total = nn.ModuleList([SumMetric() for _ in range(n_eval_experiences)])
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
+        self.stop_request: StopRequest | None = None
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_steps = 0
         self._last_output: StepOutput | None = None
+
+    def setup(self, stage: str) -> None:
+        """Shard the strategy's memories for this rank and keep all strategy buffers out of DDP's broadcasts.
+
+        DDP copies rank 0's buffers to every rank when it wraps the model and before each forward;
+        a strategy's buffers (replay memories, counters) are rank-local, so they are excluded.
+        """
+        self.strategy.distribute(self.global_rank, self.trainer.world_size)
+        self._ddp_params_and_buffers_to_ignore = [f"strategy.{name}" for name, _ in self.strategy.named_buffers()]
+
+    def on_train_start(self) -> None:
+        if self.stop_request is not None:
+            self.stop_request.arm()
+
+    def on_validation_start(self) -> None:
+        if self.stop_request is not None:
+            self.stop_request.arm()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
@@ -72,6 +91,15 @@ class ContinualModule(L.LightningModule):
         self.train_steps += 1
         if self._pending_steps >= self.log_every_n_steps:
             self.flush_train_metrics()
+        if self.stop_request is not None and self._stop_agreed(self.stop_request.requested):
+            self.flush_train_metrics()
+            raise self.stop_request.interrupted()
+
+    def _stop_agreed(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (one small all-reduce per step under DDP, so all ranks stop together)."""
+        if self.trainer.world_size > 1:
+            return bool(self.trainer.strategy.reduce_boolean_decision(requested, all=False))
+        return requested
 
     def on_train_end(self) -> None:
         self.flush_train_metrics()
@@ -113,6 +141,10 @@ class ContinualModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         for metric in (*self.correct, *self.total):
             metric.reset()
+
+    def eval_totals(self) -> list[int]:
+        """How many test samples the last ``validate`` scored per test experience (summed over ranks)."""
+        return [int(self._counters(i)[1].compute()) for i in range(len(self.total))]
 
     def accuracies(self) -> list[float]:
         """Sample-weighted accuracy per test experience from the last ``validate`` (reduced over ranks)."""

@@ -3,23 +3,46 @@
 Default store: ``sqlite:///<cwd>/runs/mlflow.db`` with artifacts under ``runs/artifacts``;
 ``MLFLOW_TRACKING_URI`` or an explicit ``uri`` override it (an ``http://`` server works the same).
 Training losses are buffered and sent in batches so tracking never dominates a training step.
+
+A tracking server that cannot be reached when a run starts is an error (:class:`TrackingError`,
+before any training). One that goes away later does not stop training: every value is journaled
+in the run directory first (:mod:`lifelong.journal`), sending is retried every
+``RETRY_SECONDS``, and ``lifelong sync <run dir>`` (:func:`sync_run`) uploads whatever is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import lifelong
-from lifelong.errors import unknown_choice
+from lifelong.errors import TrackingError, unknown_choice
+from lifelong.journal import RunJournal
 
 FLUSH_EVERY = 200  # buffered metric values per batch request
+RETRY_SECONDS = 30.0  # while the server is away, how often sending is tried again
+START_TIMEOUT = 5.0  # seconds the server has to answer when a run starts
+# Few and short HTTP retries (unless the user set these): a lost server must not stall training for minutes.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+NOT_ARTIFACTS = ("checkpoints", "tracking")  # run-directory folders that are not uploaded
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 def default_uri(root: str | Path = "runs") -> str:
@@ -30,6 +53,11 @@ def default_uri(root: str | Path = "runs") -> str:
 def resolve_uri(uri: str | None, root: str | Path = "runs") -> str:
     """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the default SQLite store."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a store on this machine (artifacts then go to a local folder)."""
+    return uri.startswith(("sqlite:", "file:"))
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -57,68 +85,336 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def unreachable(uri: str, timeout: float) -> str | None:
+    """Why the HTTP server at ``uri`` does not answer, or ``None`` when it does (any HTTP status counts)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+
+
+def tracking_error(uri: str, reason: object) -> TrackingError:
+    """The error for a tracking store that cannot be used, with the ways out."""
+    return TrackingError(
+        f"MLflow tracking at {uri} is unreachable or failed ({reason}). Start the server (e.g. `mlflow server "
+        "--host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///runs/mlflow.db`), point tracking.uri or "
+        "MLFLOW_TRACKING_URI at a running one, or run without tracking: tracking.enabled=false"
+    )
+
+
+@contextlib.contextmanager
+def http_limits() -> Iterator[None]:
+    """Apply ``HTTP_LIMITS`` for the duration of a block (variables the user set are left alone)."""
+    added = [key for key in HTTP_LIMITS if key not in os.environ]
+    os.environ.update({key: HTTP_LIMITS[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def now_ms() -> int:
+    return mlflow.utils.time.get_current_time_millis()
+
+
 class MlflowTracker:
-    """One MLflow run: params, tags, buffered metrics and artifacts.
+    """One MLflow run: params, tags, buffered metrics, artifacts; journaled locally and sent when possible.
 
     Args:
         uri: tracking URI (``sqlite:///...``, ``http://...``).
         experiment: experiment name.
         run_name: run name, ``<strategy>-<dataset>-s<seed>``.
         artifact_root: where a new experiment keeps artifacts when the store is local.
+        journal: the run's journal folder (``<run dir>/tracking``); ``None`` keeps unsent values in memory only.
+
+    Raises:
+        TrackingError: the store cannot be reached (fail fast, before any training).
 
     """
 
-    def __init__(self, uri: str, experiment: str, run_name: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        artifact_root: Path | None = None,
+        journal: Path | None = None,
+    ) -> None:
         self.uri = uri
-        self.client = client_for(uri)
-        local = uri.startswith("sqlite:") or uri.startswith("file:")
-        self.experiment_id = ensure_experiment(self.client, experiment, artifact_root if local else None)
         self.run_name = run_name
+        self.journal = RunJournal(journal)
+        self.artifact_root = artifact_root if is_local(uri) else None
+        reason = unreachable(uri, START_TIMEOUT)
+        if reason is not None:
+            raise tracking_error(uri, reason)
+        self.client = client_for(uri)
+        self.experiment_id: str = self._now_or_fail(
+            lambda: ensure_experiment(self.client, experiment, self.artifact_root)
+        )
+        self.journal.meta.update(uri=uri, experiment=experiment, run_name=run_name)
+        if self.artifact_root is not None:
+            self.journal.meta["artifact_root"] = str(Path(self.artifact_root).resolve())
         self.run_id: str | None = None
-        self._buffer: list[Metric] = []
+        self.online = True
+        self._failed_at = 0.0
+        self._pending: list[dict[str, Any]] = []  # logged since the last flush
+        self._unsent: list[dict[str, Any]] = []  # journaled, not yet on the server
 
+    def _now_or_fail(self, call: Callable[[], Any]) -> Any:
+        try:
+            with http_limits():
+                return call()
+        except TrackingError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure of the store at start is the user's to fix
+            raise tracking_error(self.uri, err) from None
+
+    # ------------------------------------------------------------------ starting
     def start(self, params: dict[str, str], tags: dict[str, str]) -> str:
         """Create the run and log params and tags; returns the run id."""
         all_tags = {"lifelong.version": lifelong.__version__, **tags}
         commit = git_commit()
         if commit:
             all_tags["git.commit"] = commit
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=all_tags)
+        started = now_ms()
+        run = self._now_or_fail(
+            lambda: self.client.create_run(
+                self.experiment_id, start_time=started, tags=all_tags, run_name=self.run_name
+            )
+        )
         self.run_id = run.info.run_id
-        items = [mlflow.entities.Param(k, v[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        self.journal.meta.update(
+            run_id=self.run_id, params=dict(params), tags=all_tags, start_time=started, status="RUNNING"
+        )
+        self.journal.save()
+        self._now_or_fail(self._send_params)
         return self.run_id
 
+    def resume(self) -> str:
+        """Continue the journal's run (recreated from the journal if this server does not know it)."""
+        if not self.journal.meta.get("run_id"):
+            raise TrackingError(f"{self.journal.meta_path} names no MLflow run to continue")
+        self._now_or_fail(self._ensure_run)
+        if not self.journal.sent["params"]:
+            self._now_or_fail(self._send_params)
+        self._now_or_fail(lambda: self.client.update_run(str(self.run_id), status="RUNNING"))
+        self.journal.meta["status"] = "RUNNING"
+        self.journal.sent["status"] = False
+        self.journal.save()
+        self._unsent = self.journal.values(self.journal.sent["metrics"])
+        self.flush()
+        return str(self.run_id)
+
+    def _ensure_run(self) -> None:
+        meta = self.journal.meta
+        try:
+            self.client.get_run(meta["run_id"])
+            self.run_id = meta["run_id"]
+            return
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        run = self.client.create_run(
+            self.experiment_id, start_time=meta.get("start_time"), tags=meta.get("tags", {}), run_name=self.run_name
+        )
+        meta.setdefault("previous_run_ids", []).append(meta["run_id"])
+        meta["run_id"] = self.run_id = run.info.run_id
+        self.journal.sent.update(params=False, metrics=0, artifacts=False, status=False)
+        self.journal.save()
+
+    # ------------------------------------------------------------------ sending
+    def _send_params(self) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in self.journal.meta.get("params", {}).items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(str(self.run_id), params=items[start : start + 100])
+        self.journal.sent["params"] = True
+        self.journal.save()
+
+    def _send_metrics(self) -> None:
+        while self._unsent:
+            chunk = self._unsent[:1000]
+            values = [Metric(v["key"], float(v["value"]), int(v["timestamp"]), int(v["step"])) for v in chunk]
+            self.client.log_batch(str(self.run_id), metrics=values)
+            del self._unsent[: len(chunk)]
+            self.journal.sent["metrics"] += len(chunk)
+            self.journal.save()
+
+    def _send_artifacts(self) -> None:
+        folder = Path(self.journal.meta["artifacts_dir"])
+        for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if child.name in NOT_ARTIFACTS or child.name.endswith(".tmp"):
+                continue
+            if child.is_dir():
+                self.client.log_artifacts(str(self.run_id), str(child), child.name)
+            else:
+                self.client.log_artifact(str(self.run_id), str(child))
+        self.journal.sent["artifacts"] = True
+        self.journal.save()
+
+    def _send_status(self) -> None:
+        meta = self.journal.meta
+        self.client.set_terminated(str(self.run_id), status=meta["status"], end_time=meta.get("end_time"))
+        self.journal.sent["status"] = True
+        self.journal.save()
+
+    def _try(self, send: Callable[[], None]) -> bool:
+        """Send now if the server is there (re-checked at most every ``RETRY_SECONDS``); never raises."""
+        if self.run_id is None:
+            return False
+        if not self.online:
+            if time.monotonic() - self._failed_at < RETRY_SECONDS:
+                return False
+            if unreachable(self.uri, 2.0) is not None:
+                self._failed_at = time.monotonic()
+                return False
+            self.online = True
+            print(f"MLflow at {self.uri} is back: sending what was kept locally", file=sys.stderr, flush=True)
+        try:
+            with http_limits():
+                send()
+            return True
+        except Exception as err:  # noqa: BLE001 - training goes on whatever the server does
+            self._offline(err)
+            return False
+
+    def _offline(self, err: Exception) -> None:
+        self._failed_at = time.monotonic()
+        if self.online:
+            where = self.journal.directory or "memory"
+            print(
+                f"warning: MLflow at {self.uri} failed ({str(err).splitlines()[0][:300]}); training goes on and "
+                f"everything is kept in {where}; it is sent when the server is back, or with `lifelong sync`",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.online = False
+
+    # ------------------------------------------------------------------ public logging API
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer metrics at ``step``; sent every ``FLUSH_EVERY`` values and on ``flush``."""
-        timestamp = mlflow.utils.time.get_current_time_millis()
-        self._buffer.extend(Metric(k, float(v), timestamp, step) for k, v in metrics.items())
-        if len(self._buffer) >= FLUSH_EVERY:
+        """Buffer metrics at ``step``; journaled and sent every ``FLUSH_EVERY`` values and on ``flush``."""
+        timestamp = now_ms()
+        self._pending.extend(
+            {"key": k, "value": float(v), "timestamp": timestamp, "step": int(step)} for k, v in metrics.items()
+        )
+        if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
-        """Send the buffered metrics."""
-        if self.run_id is None:
-            return
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+        """Journal the buffered metrics and send everything not sent yet (if the server is there)."""
+        if self._pending:
+            self.journal.append(self._pending)
+            self._unsent.extend(self._pending)
+            self._pending = []
+        if self._unsent:
+            self._try(self._send_metrics)
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
-        """Upload one file (or a folder's files) to the run."""
-        assert self.run_id is not None, "start() the run first"
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), subdir)
-        else:
-            self.client.log_artifact(self.run_id, str(path), subdir)
+        """Upload one file (or a folder's files) to the run (kept for a later ``sync`` if that fails)."""
+        if self.run_id is None:
+            raise TrackingError("start() the run before logging artifacts")
+
+        def send() -> None:
+            if path.is_dir():
+                self.client.log_artifacts(str(self.run_id), str(path), subdir)
+            else:
+                self.client.log_artifact(str(self.run_id), str(path), subdir)
+
+        if not self._try(send):
+            self.journal.meta.setdefault("pending_files", []).append([str(Path(path).resolve()), subdir])
+            self.journal.save()
+
+    def log_run_dir(self, run_dir: Path) -> None:
+        """Upload the run directory's files as the run's artifacts (without checkpoints and the journal)."""
+        self.journal.meta["artifacts_dir"] = str(Path(run_dir).resolve())
+        self.journal.sent["artifacts"] = False
+        self.journal.save()
+        self._try(self._send_artifacts)
 
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with ``status`` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
             return
         self.flush()
-        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        self.journal.meta.update(status=RunStatus.to_string(RunStatus.from_string(status)), end_time=now_ms())
+        self.journal.sent["status"] = False
+        self.journal.save()
+        self._try(self._send_status)
+        if not self.online:
+            folder = self.journal.directory.parent if self.journal.directory else None
+            where = f"is kept in {folder}; upload it later with `lifelong sync {folder}`" if folder else "was lost"
+            print(f"MLflow at {self.uri} is unreachable: what it did not get {where}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ sync
+    def sync(self) -> dict[str, Any]:
+        """Send everything the journal holds that the server lacks; returns what was sent.
+
+        Raises:
+            TrackingError: the server failed.
+
+        """
+        meta, sent = self.journal.meta, self.journal.sent
+        report: dict[str, Any] = {"uri": self.uri, "metrics": 0, "params": False, "artifacts": False, "status": None}
+        try:
+            with http_limits():
+                self._ensure_run()
+                report["run_id"] = self.run_id
+                if not sent["params"]:
+                    self._send_params()
+                    report["params"] = True
+                self._unsent = self.journal.values(sent["metrics"])
+                report["metrics"] = len(self._unsent)
+                self._send_metrics()
+                for path, subdir in meta.pop("pending_files", []):
+                    self.client.log_artifact(str(self.run_id), path, subdir)
+                if meta.get("artifacts_dir") and not sent["artifacts"]:
+                    self._send_artifacts()
+                    report["artifacts"] = True
+                if meta.get("status") in TERMINAL and not sent["status"]:
+                    self._send_status()
+                    report["status"] = meta["status"]
+        except TrackingError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise tracking_error(self.uri, err) from None
+        self.journal.save()
+        return report
+
+
+def sync_run(run_dir: Path, uri: str | None = None) -> dict[str, Any]:
+    """Upload what the run in ``run_dir`` kept locally to ``uri`` (default: the URI it was run with).
+
+    Metrics keep their steps and timestamps; params, artifacts and the final status follow. A
+    server that does not know the run (a new store) gets a new run with everything in it.
+
+    Raises:
+        ConfigError: ``run_dir`` holds no journal.
+        TrackingError: the server cannot be reached or failed.
+
+    """
+    journal = RunJournal.open(run_dir)
+    meta = journal.meta
+    root = Path(meta["artifact_root"]) if meta.get("artifact_root") else None
+    tracker = MlflowTracker(uri or meta["uri"], meta["experiment"], meta["run_name"], root, journal.directory)
+    report = tracker.sync()
+    report["journal_status"] = meta.get("status")
+    return report
+
+
+def run_dir_tag(uri: str, run_id: str) -> str | None:
+    """The run directory recorded on MLflow run ``run_id`` (tag ``lifelong.run_dir``), if it can be read."""
+    if unreachable(uri, START_TIMEOUT) is not None:
+        return None
+    try:
+        with http_limits():
+            return client_for(uri).get_run(run_id).data.tags.get("lifelong.run_dir")
+    except Exception:  # noqa: BLE001 - unknown id or store: the caller reports it
+        return None
 
 
 def stream_metric_table(uri: str, experiment: str) -> list[dict[str, Any]]:

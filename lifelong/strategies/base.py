@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from lifelong.data.types import Experience, StreamInfo
+from lifelong.data.types import Experience, Stream, StreamInfo
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.registry import Registry
 
@@ -79,3 +79,24 @@ class Strategy(nn.Module):
     def eval_logits(self, model: ContinualClassifier, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Scores used for prediction (argmax); NCM- or proxy-based methods override this."""
         return model(x, t)
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Called by the driver on every rank before each ``fit`` and evaluation (DDP: once the world is known).
+
+        Replay memories are sharded: every submodule with a ``shard(rank, world_size)`` method (e.g.
+        :class:`~lifelong.buffers.ReservoirBuffer`) keeps ``capacity / world_size`` slots on this rank,
+        filled from this rank's share of the data. Override to shard other per-sample state; must be
+        idempotent. Strategy buffers are rank-local: DDP never broadcasts them.
+        """
+        for module in self.modules():
+            shard = getattr(module, "shard", None)
+            if module is not self and callable(shard):
+                shard(rank, world_size)
+
+    def on_resume(self, model: ContinualClassifier, stream: Stream) -> None:
+        """Called once when a run resumes, after ``setup`` and ``load_state_dict``, before the next experience.
+
+        Rebuild here what ``state_dict`` cannot hold, such as data kept by reference (e.g. the past
+        datasets of ``joint``, restored from the experience indices it keeps as extra state). Must not
+        draw from the global random generators: the checkpoint has just restored them. Default: nothing.
+        """

@@ -1,0 +1,92 @@
+"""The loop listener of ``lifelong run``: prints progress, forwards metrics to MLflow, writes analysis artifacts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from lifelong.analysis import Analysis
+from lifelong.data.types import Experience
+from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.tracking import MlflowTracker
+
+
+class RunListener:
+    """Prints progress and forwards metrics to the tracker."""
+
+    def __init__(
+        self,
+        tracker: MlflowTracker | None,
+        quiet: bool = False,
+        run_dir: Path | None = None,
+        analyses: dict[str, Analysis] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.quiet = quiet
+        self.run_dir = run_dir
+        self.analyses = analyses or {}
+        self.train_seconds = 0.0
+        self.train_samples = 0
+        self.last_loss = float("nan")
+        self.matrix: AccuracyMatrix | None = None
+        self.global_step = 0
+        self._line = ""
+
+    def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.last_loss = metrics.get("train/loss", self.last_loss)
+        self.global_step = step
+        if self.tracker:
+            self.tracker.log_metrics(metrics, step)
+
+    def on_experience_end(self, experience: Experience, seconds: float, samples: int) -> None:
+        self.train_seconds += seconds
+        self.train_samples += samples
+        self._line = (
+            f"exp {experience.index}: classes {experience.classes} | {samples} samples in {seconds:.1f}s "
+            f"({samples / max(seconds, 1e-9):.0f}/s) | loss {self.last_loss:.3f}"
+        )
+
+    def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None:
+        self.matrix = matrix
+        metrics = matrix.metrics_so_far() if after >= 0 else {}
+        if self.tracker:
+            step = max(after, 0)
+            values = {f"eval/acc/exp{j}": a for j, a in enumerate(accuracies)}
+            if after < 0:
+                values = {f"eval/init_acc/exp{j}": a for j, a in enumerate(accuracies)}
+            values.update({f"stream/{k}": v for k, v in metrics.items()})
+            self.tracker.log_metrics(values, step)
+        if not self.quiet and after >= 0:
+            seen = accuracies[: after + 1]
+            print(f"{self._line} | acc on seen {sum(seen) / len(seen):.3f} | avg_acc {metrics.get('avg_acc', 0):.3f}")
+
+    def on_analysis(self, after: int, metrics: dict[str, float]) -> None:
+        if self.tracker and metrics:
+            self.tracker.log_metrics(metrics, max(after, 0))
+        if self.run_dir is not None:
+            for analysis in self.analyses.values():
+                analysis.write_artifacts(self.run_dir)
+        if not self.quiet and metrics and after >= 0:
+            print("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+
+    def on_resumed(self, completed: int, matrix: AccuracyMatrix) -> None:
+        self.matrix = matrix
+        if not self.quiet:
+            print(f"resumed after experience {completed} (global step {self.global_step})")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed run continues from."""
+        loss = self.last_loss if math.isfinite(self.last_loss) else None
+        return {
+            "train_seconds": self.train_seconds,
+            "train_samples": self.train_samples,
+            "last_loss": loss,
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train_seconds = float(state["train_seconds"])
+        self.train_samples = int(state["train_samples"])
+        self.last_loss = float("nan") if state["last_loss"] is None else float(state["last_loss"])
+        self.global_step = int(state.get("global_step", 0))

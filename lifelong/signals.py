@@ -1,0 +1,82 @@
+"""SIGINT/SIGTERM as a request to stop at the next training step, so a killed run ends cleanly.
+
+Python turns SIGINT into a ``KeyboardInterrupt`` wherever the main thread happens to be, and
+Lightning turns that into ``sys.exit(1)`` in the middle of ``fit``; its SIGTERM handler does the
+same one step later. Instead, :class:`StopRequest` only records the signal; the module checks it
+after every optimizer step (agreeing across DDP ranks) and raises
+:class:`~lifelong.errors.RunInterrupted`, the run is marked KILLED and stays resumable from its
+last checkpoint. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+from lifelong.errors import RunInterrupted
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Records SIGINT/SIGTERM while installed (a context manager); ``requested`` says whether one came."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop signal arrived."""
+        return self.signum is not None
+
+    def interrupted(self) -> RunInterrupted:
+        """The exception that ends the run (exit status 128 + the signal number)."""
+        signum = self.signum if self.signum is not None else signal.SIGINT
+        return RunInterrupted(signal.Signals(signum).name, 128 + int(signum))
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # the second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\nreceived {signal.Signals(signum).name}: stopping after the current step; the run stays resumable "
+            "from its last checkpoint (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM from now on (only possible in the main thread; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            current = signal.getsignal(signum)
+            if signum not in self._previous:
+                self._previous[signum] = current
+            signal.signal(signum, self._handle)
+
+    def arm(self) -> None:
+        """Re-install the handlers if something replaced them (Lightning installs its own SIGTERM handler per fit)."""
+        if self._previous:
+            self.install()
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before ``install``."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def __enter__(self) -> StopRequest:
+        self.install()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.restore()
