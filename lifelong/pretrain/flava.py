@@ -17,9 +17,10 @@ Alignment", ICML 2024 (arXiv 2310.08204; v1 titled FLAVA). Official code: G-JWLe
 5. the incoming clips enter a reservoir memory with ``qbar``, ``p``, ``I`` and embeddings.
 
 Deliberate differences from the official code: pruned-last weighted sampling uses an exponential race
-instead of ``torch.multinomial`` over zero weights (undefined); the AVM is not warmed up on a separate
-dataset before the stream (it trains from the first step; ``avm_warmup_steps`` keeps plain top-k selection
-until it has seen that many steps); one memory per process (no per-GPU split).
+instead of ``torch.multinomial`` over zero weights (undefined); one memory per process (no per-GPU split).
+The AVM warm-up on a separate pool with the backbone frozen is the ``init`` stage
+(:mod:`lifelong.pretrain.init`); without it the AVM trains from the first step of the stream and
+``avm_warmup_steps`` keeps plain top-k selection until it has seen that many steps.
 """
 
 from __future__ import annotations
