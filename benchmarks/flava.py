@@ -8,8 +8,9 @@ Test protocol: by default held-out digit images with fresh renditions of the tra
 ``--test-voices it`` gives the held-out-voice protocol (a different language: chance by construction, see
 ``lifelong.data.av_digits``). ``--joint`` is the non-continual sanity check: one task with all 10 digits.
 
-    OMP_NUM_THREADS=1 python benchmarks/flava.py            # 3 seeds, writes benchmarks/results/flava.json
+    OMP_NUM_THREADS=1 python benchmarks/flava.py --jobs 2   # 3 seeds, writes benchmarks/results/flava.json (~20 min)
     OMP_NUM_THREADS=1 python benchmarks/flava.py --joint --methods finetune --seeds 1 --out /tmp/joint.json
+    python benchmarks/flava.py --merge seeds0-2.json seeds3-5.json --out all.json   # one table of both
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ METHODS = ("finetune", "er", "derpp", "flava")
 
 def config(method: str, seed: int, args: argparse.Namespace) -> dict:
     params = {} if method == "finetune" else {"memory_size": args.memory, "seed": seed}
+    if method == "flava":
+        params["keep_ratio"] = args.keep_ratio
     stream = {
         "seed": seed,
         "train_copies": args.copies,
@@ -102,38 +105,61 @@ def _ms(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--memory", type=int, default=100)
     parser.add_argument("--copies", type=int, default=24)
     parser.add_argument("--train-voices", default="en,es,fr,ru")
     parser.add_argument("--test-voices", default="", help="empty: the training voices (held-out images only)")
     parser.add_argument("--joint", action="store_true", help="one task with all 10 digits (sanity check)")
-    parser.add_argument("--contrastive-weight", type=float, default=0.1)
-    parser.add_argument("--visible-ratio", type=float, default=0.2)
+    parser.add_argument("--contrastive-weight", type=float, default=1.0, help="paper: 0.1 (see the README)")
+    parser.add_argument("--visible-ratio", type=float, default=0.45, help="paper: 0.2 (see the README)")
+    parser.add_argument("--keep-ratio", type=float, default=0.5, help="FLAVA's share of tokens kept per modality")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one CPU thread each)")
     parser.add_argument("--init-voices", default="it", help="voices of the init pool (all digits); empty: no init")
     parser.add_argument("--init-copies", type=int, default=96)
-    parser.add_argument("--init-epochs", type=int, default=25)
+    parser.add_argument("--init-epochs", type=int, default=40)
     parser.add_argument("--init-contrast", default="unmasked", choices=("masked", "unmasked"))
     parser.add_argument("--init-contrastive-weight", type=float, default=1.0)
     parser.add_argument("--avm-epochs", type=int, default=3)
     parser.add_argument("--init-cache", default="runs/pretrain/init")
     parser.add_argument("--out", default="benchmarks/results/flava.json")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="only combine these result files into --out")
     args = parser.parse_args()
+    if args.merge:
+        runs, merged_args = merged_runs(args.merge)
+        write_table(runs, merged_args, Path(args.out))
+        return
     methods = args.methods.split(",")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ThreadPoolExecutor(args.jobs) as pool:
         if args.init_voices:  # one init checkpoint per seed, trained before the methods that share it
-            init_wall = list(
-                pool.map(lambda s: run_one(config(methods[0], s, args), _init_child)["wall_s"], range(args.seeds))
-            )
+            init_wall = list(pool.map(lambda s: run_one(config(methods[0], s, args), _init_child)["wall_s"], seeds))
             print("init stage wall seconds per seed:", [round(w) for w in init_wall])
-        jobs = {(m, s): pool.submit(run_one, config(m, s, args)) for m in methods for s in range(args.seeds)}
-        runs = {m: [jobs[m, s].result() for s in range(args.seeds)] for m in methods}
+        jobs = {(m, s): pool.submit(run_one, config(m, s, args)) for m in methods for s in seeds}
+        runs = {m: [jobs[m, s].result() for s in seeds] for m in methods}
+    write_table(runs, vars(args), Path(args.out))
+
+
+def merged_runs(paths: list[str]) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The runs of several result files (e.g. seeds 0-2 and 3-5 of one setting), concatenated per method."""
+    runs: dict[str, list[dict]] = {}
+    args = []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        args.append(result["args"])
+        for method, rs in result["runs"].items():
+            runs.setdefault(method, []).extend(rs)
+    return runs, args
+
+
+def write_table(runs: dict[str, list[dict]], args: dict | list, out: Path) -> None:
+    """Print the mean ± std table of ``runs`` and write it, the arguments and the runs to ``out``."""
     keys = ["a2v/R@1/average", "a2v/R@1/forgetting", "v2a/R@1/average", "v2a/R@1/forgetting"]
     table = {}
-    lines = ["| method | " + " | ".join(keys) + " | samples/s | peak RSS (MB) |", "|" + "---|" * (len(keys) + 3)]
+    lines = ["| method | runs | " + " | ".join(keys) + " | samples/s | peak RSS (MB) |", "|" + "---|" * (len(keys) + 4)]
     for m, rs in runs.items():
         row = {k: [r["summary"][k] for r in rs] for k in keys}
         row["samples_per_s"] = [r["samples_per_s"] for r in rs]
@@ -141,10 +167,9 @@ def main() -> None:
         table[m] = row
         cells = [_ms(row[k]) for k in keys]
         sps, rss = statistics.mean(row["samples_per_s"]), statistics.mean(row["peak_rss_mb"])
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {sps:.0f} | {rss:.0f} |")
-    out = Path(args.out)
+        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {sps:.0f} | {rss:.0f} |")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "table": table, "runs": runs}, indent=1))
+    out.write_text(json.dumps({"args": args, "table": table, "runs": runs}, indent=1))
     print("\n".join(lines))
     print(f"chance R@1 (label match, 10 digits) = 0.1; wrote {out}")
 
