@@ -32,7 +32,6 @@ def config(method: str, seed: int, args: argparse.Namespace) -> dict:
     if method == "flava":
         params["keep_ratio"] = args.keep_ratio
     stream = {
-        "seed": seed,
         "train_copies": args.copies,
         "train_voices": args.train_voices.split(","),
         "test_voices": args.test_voices.split(",") if args.test_voices else None,
@@ -50,7 +49,7 @@ def config(method: str, seed: int, args: argparse.Namespace) -> dict:
         "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr},
     }
     if args.init_voices:
-        init_stream = {"tasks": [list(range(10))], "train_voices": args.init_voices.split(","), "seed": seed}
+        init_stream = {"tasks": [list(range(10))], "train_voices": args.init_voices.split(",")}
         init_stream["train_copies"] = args.init_copies
         cfg["init"] = {
             "stream": {"name": "av_digits", "params": init_stream},

@@ -108,7 +108,7 @@ def train_init(cfg: dict) -> dict[str, Any]:
     init = cfg["init"]
     seed = int(cfg.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
-    stream = build_stream(init.get("stream") or {})
+    stream = build_stream(init.get("stream") or {}, seed)
     data: torch.utils.data.Dataset = torch.utils.data.ConcatDataset(stream.train)
     model = init_model(cfg)
     train = {**cfg.get("train", {}), **{k: init[k] for k in ("lr", "batch_size") if k in init}}

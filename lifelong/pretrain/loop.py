@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -146,12 +147,19 @@ def build_model(cfg: dict) -> CAVMAE:
     return CAVMAE(getattr(CAVMAEConfig, size)(**cfg.get("params", {})))
 
 
-def build_stream(cfg: dict) -> AVStream:
-    """``stream.name`` with ``stream.params``."""
+def build_stream(cfg: dict, seed: int = 0) -> AVStream:
+    """``stream.name`` with ``stream.params``; the run's ``seed`` is the default of a stream's own ``seed``.
+
+    So ``seed=1`` on the command line also redraws a random stream's renditions (augmentation, images,
+    motion), as the benchmark's seeds do; ``stream.params.seed`` still fixes them explicitly.
+    """
     name = cfg.get("name", "av_digits")
     if name not in AV_STREAMS:
         raise unknown_choice("stream.name", name, AV_STREAMS)
-    return AV_STREAMS[name](**cfg.get("params", {}))
+    factory, params = AV_STREAMS[name], dict(cfg.get("params", {}))
+    if "seed" in inspect.signature(factory).parameters:
+        params.setdefault("seed", seed)
+    return factory(**params)
 
 
 def _schedule(train: dict, steps_first_task: int) -> InfiniteSchedule | None:
@@ -233,7 +241,7 @@ def train_stream(cfg: dict, stream: AVStream | None = None) -> dict[str, Any]:
     initialised = load_initial_state(cfg, model, method)
     if initialised:  # the same stream and batches whether the init checkpoint was trained now or loaded
         L.seed_everything(seed, workers=True, verbose=False)
-    stream = stream or build_stream(cfg.get("stream", {}))
+    stream = stream or build_stream(cfg.get("stream", {}), seed)
     train = cfg.get("train", {})
     bs, epochs = int(train.get("batch_size", 16)), int(train.get("epochs", 1))
     module = make_module(model, method, train, _schedule(train, epochs * (_size(stream.train[0]) // bs)))

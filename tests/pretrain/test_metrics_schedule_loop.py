@@ -78,3 +78,18 @@ def test_end_to_end_flava_with_infinite_schedule(tmp_path):
     assert (tmp_path / "retrieval_a2v_R1.csv").is_file()
     assert (tmp_path / "retrieval_a2v_R1.png").is_file()
     assert len(files) >= 10
+
+
+def test_the_run_seed_is_the_default_stream_seed():
+    from lifelong.pretrain.loop import build_stream
+
+    cfg = {"name": "av_synthetic", "params": {"tasks": [[0, 1]], "train_per_task": 8, "test_per_task": 4}}
+    first = build_stream(cfg, seed=1).train[0][0]["video"]
+    assert torch.equal(
+        first, av_synthetic(tasks=[[0, 1]], train_per_task=8, test_per_task=4, seed=1).train[0][0]["video"]
+    )
+    assert not torch.equal(first, build_stream(cfg, seed=2).train[0][0]["video"])
+    pinned = {**cfg, "params": {**cfg["params"], "seed": 2}}
+    assert torch.equal(
+        build_stream(pinned, seed=1).train[0][0]["video"], build_stream(cfg, seed=2).train[0][0]["video"]
+    )
