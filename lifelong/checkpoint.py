@@ -7,7 +7,7 @@ Layout in the run directory::
     checkpoints/state.json    written last, by rank 0: the experience reached, world size, MLflow run id
 
 A checkpoint holds the module's ``state_dict`` (model, strategy with its buffers and teachers,
-the global step), the accuracy matrix, every analysis's ``state_dict``, the listener's counters
+the global step), the score matrices, every analysis's ``state_dict``, the listener's counters
 and the Python / NumPy / torch (CPU and CUDA) random states. The optimizer is not in it: every
 experience starts a fresh one, so no optimizer state crosses an experience boundary. Files are
 written to a temporary name and renamed, so a crash leaves the previous checkpoint intact.
@@ -31,9 +31,9 @@ from torch import nn
 
 from lifelong.errors import ConfigError
 from lifelong.journal import atomic_write_text
-from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.metrics.score_matrices import ScoreMatrices
 
-FORMAT = 1
+FORMAT = 2  # 2: the score matrices of every evaluator (1: one accuracy matrix)
 DIRNAME = "checkpoints"
 STATE = "state.json"
 
@@ -197,7 +197,7 @@ class RunCheckpointer:
             torch.distributed.broadcast_object_list(shared, src=0)
             self.run_dir = Path(shared[0])  # type: ignore[arg-type]
 
-    def save(self, completed: int, matrix: AccuracyMatrix) -> None:
+    def save(self, completed: int, matrix: ScoreMatrices) -> None:
         """Write this rank's checkpoint after experience ``completed`` (all ranks call it together)."""
         if not self.enabled:
             return
@@ -242,7 +242,7 @@ class RunCheckpointer:
             atomic_write_text(directory / STATE, json.dumps(state, indent=1))
         self.completed = completed
 
-    def restore(self) -> tuple[int, AccuracyMatrix] | None:
+    def restore(self) -> tuple[int, ScoreMatrices] | None:
         """Load this rank's checkpoint into the module, analyses, listener and random generators.
 
         Returns:
@@ -272,7 +272,7 @@ class RunCheckpointer:
                 f"{state['completed']} (the run died while writing its checkpoint)"
             )
         self.module.load_state_dict(payload["module"])
-        matrix = AccuracyMatrix.from_state_dict(payload["matrix"])
+        matrix = ScoreMatrices.from_state_dict(payload["matrix"])
         for name, analysis in self.analyses.items():
             if name in payload["analyses"]:
                 analysis.load_state_dict(payload["analyses"][name])

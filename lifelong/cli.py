@@ -1,4 +1,4 @@
-"""The ``lifelong`` command: run, show, list, compare, sync, report, pretrain."""
+"""The ``lifelong`` command: run, show, list, compare, sync, report (``pretrain`` is an alias of ``run``)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ def _parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: use comma-separated integers, e.g. 0,1,2") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("config", help="experiment YAML")
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
@@ -30,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         default=None,
         help="continue a stopped run from its last checkpoint: its run directory or MLflow run id (same config)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_arguments(
+        sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
     )
     show = sub.add_parser("show", help="print the resolved config")
     show.add_argument("config")
@@ -42,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="upload what a run kept locally while the tracking server was away")
     sync.add_argument("run_dir", help="the run directory (it holds tracking/run.json)")
     sync.add_argument("--uri", default=None, help="tracking URI (default: the one the run used)")
-    pretrain = sub.add_parser("pretrain", help="continual audio-video pretraining (FLAVA and baselines) from YAML")
-    pretrain.add_argument("config", help="pretraining YAML, e.g. experiments/pretrain/flava_av_digits.yaml")
-    pretrain.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. method.name=derpp seed=1")
+    pretrain = sub.add_parser("pretrain", help="alias of `run` (audio-video pretraining runs like any other)")
+    _add_run_arguments(pretrain)
     report = sub.add_parser("report", help="one self-contained HTML page of a run or of an experiment's runs")
     report.add_argument("targets", nargs="+", help="run folder(s) or experiment folder(s), e.g. runs/quickstart")
     report.add_argument("--out", default=None, help="HTML file (default: <first target>/report.html)")
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
-        commands.update(sync=cmd_sync, pretrain=cmd_pretrain)
+        commands.update(sync=cmd_sync, pretrain=cmd_run)
         return commands[args.command](args)
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
     """Where the last checkpoint is and the command that continues from it."""
     run_dir, checkpointed = getattr(err, "run_dir", None), getattr(err, "checkpointed", None)
-    if args.command != "run":
+    if args.command not in ("run", "pretrain"):
         return ""
     if run_dir is None or checkpointed is None:
         return "No checkpoint was written."
@@ -128,52 +132,42 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from lifelong.pretrain.loop import load_config, run_pretrain
-
-    cfg = load_config(args.config, args.overrides)
-    result = run_pretrain(cfg)
-    for metric in ("a2v/R@1", "v2a/R@1"):
-        matrix = result["matrices"][metric]
-        print(f"{metric}: after task i (rows), retrieval set of task j (columns)")
-        if "initial" in result:
-            print(f"{'init':<8}" + "".join(f"{row[metric]:8.3f}" for row in result["initial"]))
-        for i, row in enumerate(matrix):
-            print(f"{f'task{i}':<8}" + "".join(f"{v:8.3f}" for v in row))
-    summary = result["summary"]
-    print("  ".join(f"{k} {summary[k]:.4f}" for k in summary if "R@1" in k))
-    print(f"train samples/s {result['samples_per_s']:.1f}; artifacts in {result['output_dir']}")
-    return 0
-
-
 def format_result(result) -> str:  # noqa: ANN001
-    """The accuracy matrix and the stream metrics as a terminal table."""
+    """The primary score's matrix (accuracy, or a2v R@1) and the stream metrics as a terminal table."""
     tensor = result.matrix.as_tensor()
     n = tensor.shape[1]
+    primary = result.matrices.names[0]
+    corner = "after \\ on" if primary == "acc" else f"{primary}: after \\ on"
     lines = [
         f"{result.config.run_name}  (run dir: {result.run_dir})",
-        "after \\ on " + "".join(f"{f'exp{j}':>8}" for j in range(n)),
+        corner + " " + "".join(f"{f'exp{j}':>8}" for j in range(n)),
     ]
     if result.matrix.initial is not None:
         lines.append(f"{'init':<11}" + "".join(f"{v:8.3f}" for v in result.matrix.initial))
     for i in range(tensor.shape[0]):
         lines.append(f"{f'exp{i}':<11}" + "".join(f"{float(v):8.3f}" for v in tensor[i]))
-    lines.append("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    shown = {k: v for k, v in result.metrics.items() if primary == "acc" or k.startswith(f"{primary}/")}
+    lines.append("  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return "\n".join(lines)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from lifelong.analysis import ANALYSES
-    from lifelong.data import DATASETS, SCENARIOS
-    from lifelong.models import BACKBONES, HEADS, backbone_names
-    from lifelong.strategies import STRATEGIES
+    from lifelong.data import AV_DATASETS, DATASETS, SCENARIOS
+    from lifelong.metrics.evaluators import EVALUATORS
+    from lifelong.models import AV_MODELS, BACKBONES, HEADS, backbone_names
+    from lifelong.strategies import STRATEGIES, strategy_names
 
     for title, registry, names in (
-        ("strategies", STRATEGIES, STRATEGIES.names()),
+        ("strategies", STRATEGIES, strategy_names("classifier")),
         ("datasets", DATASETS, DATASETS.names()),
         ("scenarios", SCENARIOS, SCENARIOS.names()),
         ("backbones", BACKBONES, backbone_names()),
         ("heads", HEADS, HEADS.names()),
+        ("audio-video strategies", STRATEGIES, strategy_names("audio_video")),
+        ("audio-video datasets (stream.dataset, with stream.params)", AV_DATASETS, AV_DATASETS.names()),
+        ("audio-video models (model.backbone)", AV_MODELS, AV_MODELS.names()),
+        ("evaluators (chosen by the model)", EVALUATORS, EVALUATORS.names()),
         ("analyses", ANALYSES, ANALYSES.names()),
     ):
         print(f"{title}:")

@@ -41,6 +41,13 @@ class AvalancheConfig:
 
 @dataclass
 class StreamConfig:
+    """What to learn: a labelled dataset split by ``scenario``, or an audio-video dataset with ``params``.
+
+    An audio-video dataset (``lifelong list``) splits itself into tasks: its keyword arguments go in
+    ``params`` (e.g. ``tasks``), and ``scenario``, ``n_experiences``, ``class_order`` and the per-class
+    subsampling keys do not apply.
+    """
+
     dataset: str = "digits"
     scenario: str = "class_incremental"
     n_experiences: int = 5
@@ -51,6 +58,7 @@ class StreamConfig:
     test_per_class: int | None = None
     online: OnlineConfig = field(default_factory=OnlineConfig)
     avalanche: AvalancheConfig = field(default_factory=AvalancheConfig)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,10 +78,13 @@ class StrategyConfig:
 
 @dataclass
 class OptimConfig:
+    """A fresh optimizer per experience; ``betas`` apply to adam/adamw, ``momentum`` to sgd."""
+
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
@@ -83,6 +94,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     num_workers: int = 0
     log_every_n_steps: int = 20
+    drop_last: bool = False  # train on full batches only (the last partial batch of each epoch is dropped)
 
 
 @dataclass
@@ -111,6 +123,30 @@ class CheckpointConfig:
 
 
 @dataclass
+class InitConfig:
+    """An initialisation stage before the stream (FLAVA's init chain at small scale; audio-video runs only).
+
+    When ``dataset`` is set, the model is first trained on that pool (every task of it at once) with the
+    ``strategy`` objective for ``epochs``, then, for ``avm_epochs``, an AVM is warmed up on the same pool with
+    the backbone frozen (loaded into FLAVA's AVM). The result is cached in ``cache_dir`` under a hash of this
+    section, the model and the seed, so every method of a comparison starts from the same weights;
+    ``checkpoint`` loads a ready file instead. ``lr`` / ``batch_size`` default to ``optim.lr`` /
+    ``train.batch_size``; ``model_kwargs`` may change only loss settings of the model for this stage.
+    """
+
+    dataset: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "av_finetune"
+    epochs: int = 10
+    lr: float | None = None
+    batch_size: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    avm_epochs: int = 0
+    cache_dir: str | None = None  # default: <output_dir>/init
+    checkpoint: str | None = None
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 0
@@ -124,6 +160,7 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     analysis: dict[str, Any] = field(default_factory=dict)  # analysis name -> its parameters (null: defaults)
+    init: InitConfig = field(default_factory=InitConfig)
 
     @property
     def experiment_name(self) -> str:
@@ -299,6 +336,14 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("momentum", "weight_decay"):
         value = getattr(cfg.optim, key)
         _require(math.isfinite(value) and value >= 0, f"optim.{key}", value, "use a finite number >= 0")
+    _require(
+        len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+        "optim.betas",
+        cfg.optim.betas,
+        "use two numbers in [0, 1), e.g. [0.9, 0.999]",
+    )
+    _require(cfg.init.epochs >= 0, "init.epochs", cfg.init.epochs, "use an integer >= 0")
+    _require(cfg.init.avm_epochs >= 0, "init.avm_epochs", cfg.init.avm_epochs, "use an integer >= 0")
     _check_devices(cfg.trainer.devices)
     _require(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", cfg.trainer.num_nodes, "use an integer >= 1")
     if cfg.optim.name not in OPTIMIZERS:
@@ -329,8 +374,8 @@ def _check_devices(devices: Any) -> None:
     _require(ok, "trainer.devices", devices, allowed)
 
 
-def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The resolved config as plain Python containers."""
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config (or one of its sections) as plain Python containers."""
     return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
 
 

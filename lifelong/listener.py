@@ -8,7 +8,7 @@ from typing import Any
 
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience
-from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.metrics.score_matrices import ScoreMatrices, metric_name
 from lifelong.tracking import MlflowTracker
 
 
@@ -29,7 +29,7 @@ class RunListener:
         self.train_seconds = 0.0
         self.train_samples = 0
         self.last_loss = float("nan")
-        self.matrix: AccuracyMatrix | None = None
+        self.matrix: ScoreMatrices | None = None
         self.global_step = 0
         self._line = ""
 
@@ -47,19 +47,20 @@ class RunListener:
             f"({samples / max(seconds, 1e-9):.0f}/s) | loss {self.last_loss:.3f}"
         )
 
-    def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None:
-        self.matrix = matrix
-        metrics = matrix.metrics_so_far() if after >= 0 else {}
+    def on_evaluated(self, after: int, scores: dict[str, list[float]], matrices: ScoreMatrices) -> None:
+        """Log ``eval/<score>/exp<j>`` (``eval/init_<score>/exp<j>`` before training) and ``stream/*`` at ``after``."""
+        self.matrix = matrices
+        metrics = matrices.metrics_so_far() if after >= 0 else {}
         if self.tracker:
-            step = max(after, 0)
-            values = {f"eval/acc/exp{j}": a for j, a in enumerate(accuracies)}
-            if after < 0:
-                values = {f"eval/init_acc/exp{j}": a for j, a in enumerate(accuracies)}
+            prefix = "eval/init_" if after < 0 else "eval/"
+            values = {f"{prefix}{name}/exp{j}": v for name, row in scores.items() for j, v in enumerate(row)}
             values.update({f"stream/{k}": v for k, v in metrics.items()})
-            self.tracker.log_metrics(values, step)
+            self.tracker.log_metrics(values, max(after, 0))
         if not self.quiet and after >= 0:
-            seen = accuracies[: after + 1]
-            print(f"{self._line} | acc on seen {sum(seen) / len(seen):.3f} | avg_acc {metrics.get('avg_acc', 0):.3f}")
+            primary = matrices.names[0]
+            seen = scores[primary][: after + 1]
+            average = metric_name(primary, "avg_acc")
+            print(f"{self._line} | {primary} on seen {sum(seen) / len(seen):.3f} | {average} {metrics[average]:.3f}")
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None:
         if self.tracker and metrics:
@@ -70,8 +71,8 @@ class RunListener:
         if not self.quiet and metrics and after >= 0:
             print("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
-    def on_resumed(self, completed: int, matrix: AccuracyMatrix) -> None:
-        self.matrix = matrix
+    def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None:
+        self.matrix = matrices
         if not self.quiet:
             print(f"resumed after experience {completed} (global step {self.global_step})")
 

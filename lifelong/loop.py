@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
-from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.metrics.score_matrices import ScoreMatrices
 from lifelong.module import ContinualModule
 
 TrainerFactory = Callable[[], L.Trainer]
@@ -28,21 +28,21 @@ class LoopListener(Protocol):
 
     def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
 
-    def on_evaluated(self, after: int, accuracies: list[float], matrix: AccuracyMatrix) -> None: ...
+    def on_evaluated(self, after: int, scores: dict[str, list[float]], matrices: ScoreMatrices) -> None: ...
 
     def on_experience_end(self, experience: Experience, seconds: float, samples: int) -> None: ...
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None: ...
 
-    def on_resumed(self, completed: int, matrix: AccuracyMatrix) -> None: ...
+    def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None: ...
 
 
 class Checkpointer(Protocol):
     """Saves the run after each evaluation point and restores it once at the start (``lifelong.checkpoint``)."""
 
-    def restore(self) -> tuple[int, AccuracyMatrix] | None: ...
+    def restore(self) -> tuple[int, ScoreMatrices] | None: ...
 
-    def save(self, completed: int, matrix: AccuracyMatrix) -> None: ...
+    def save(self, completed: int, matrix: ScoreMatrices) -> None: ...
 
 
 @dataclass
@@ -53,6 +53,7 @@ class LoaderSettings:
     eval_batch_size: int
     num_workers: int = 0
     seed: int = 0
+    drop_last: bool = False  # training batches: full batches only (the last partial batch of an epoch is dropped)
 
 
 class ShardSampler(DistributedSampler):
@@ -75,7 +76,13 @@ class ShardSampler(DistributedSampler):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, sampler: Sampler | None = None
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader; in-memory experience datasets are gathered a whole batch at a time.
 
@@ -92,11 +99,17 @@ def make_loader(
         collate_fn=identity_collate if batched else None,  # type: ignore[arg-type]
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
         persistent_workers=num_workers > 0,
+        drop_last=drop_last,
     )
 
 
-def evaluate(trainer: L.Trainer, module: ContinualModule, stream: Stream, loaders: LoaderSettings) -> list[float]:
-    """Accuracy of the current model on every test experience (under DDP each rank scores a disjoint share)."""
+def evaluate(
+    trainer: L.Trainer, module: ContinualModule, stream: Stream, loaders: LoaderSettings
+) -> dict[str, list[float]]:
+    """The evaluator's scores of the current model on every test experience (DDP: each rank scores a share).
+
+    Evaluation goes through ``trainer.validate``, so it runs on the Trainer's device and precision.
+    """
     world, rank = trainer.world_size, trainer.global_rank
     test_loaders = [
         make_loader(
@@ -110,7 +123,7 @@ def evaluate(trainer: L.Trainer, module: ContinualModule, stream: Stream, loader
         for e in stream.test
     ]
     trainer.validate(module, dataloaders=test_loaders, verbose=False)
-    return module.accuracies()
+    return module.scores()
 
 
 def run_stream(
@@ -121,8 +134,8 @@ def run_stream(
     listener: LoopListener,
     analyses: Mapping[str, Analysis] | None = None,
     checkpoints: Checkpointer | None = None,
-) -> AccuracyMatrix:
-    """Train ``module`` on each experience of ``stream`` in order and fill the accuracy matrix.
+) -> ScoreMatrices:
+    """Train ``module`` on each experience of ``stream`` in order and fill the evaluator's score matrices.
 
     The test stream is evaluated once before training (row "init", for forward transfer) and
     after every experience; the ``analyses`` run at each of those points too, and then the
@@ -134,7 +147,7 @@ def run_stream(
     module.strategy.setup(module.model, stream.info)
     resumed = checkpoints.restore() if checkpoints is not None else None
     if resumed is None:
-        matrix = AccuracyMatrix(len(stream))
+        matrix = ScoreMatrices(module.evaluator.score_names, len(stream))
         initial = evaluate(make_trainer(), module, stream, loaders)
         matrix.set_initial(initial)
         listener.on_evaluated(-1, initial, matrix)
@@ -151,10 +164,10 @@ def run_stream(
         started = time.perf_counter()
         samples = train_experience(module, experience, make_trainer(), loaders)
         seconds = time.perf_counter() - started
-        accuracies = evaluate(make_trainer(), module, stream, loaders)
-        matrix.set_row(experience.index, accuracies)
+        scores = evaluate(make_trainer(), module, stream, loaders)
+        matrix.set_row(experience.index, scores)
         listener.on_experience_end(experience, seconds, samples)
-        listener.on_evaluated(experience.index, accuracies, matrix)
+        listener.on_evaluated(experience.index, scores, matrix)
         run_analyses(experience.index, module, stream, analyses, listener)
         if checkpoints is not None:
             checkpoints.save(experience.index, matrix)
@@ -184,7 +197,10 @@ def train_experience(
     sampler: DistributedSampler | None = None
     if trainer.world_size > 1:  # this rank's share, reshuffled every epoch (Lightning calls set_epoch)
         sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=seed)
-    loader = make_loader(dataset, loaders.batch_size, True, loaders.num_workers, seed, sampler)
+    loader = make_loader(
+        dataset, loaders.batch_size, True, loaders.num_workers, seed, sampler, drop_last=loaders.drop_last
+    )
     trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(module.model, experience)
-    return len(loader.sampler) * trainer.max_epochs  # type: ignore[arg-type, operator]
+    per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
+    return per_epoch * trainer.max_epochs  # type: ignore[operator]

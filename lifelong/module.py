@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.aggregation import SumMetric
 
 from lifelong.errors import NonFiniteLossError
-from lifelong.models.classifier import ContinualClassifier
+from lifelong.metrics.evaluators import AccuracyEvaluator, Evaluator
 from lifelong.signals import StopRequest
-from lifelong.strategies.base import Batch, StepOutput, Strategy
+from lifelong.strategies.base import StepOutput, Strategy
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 StepReporter = Callable[[int, dict[str, float]], None]
 
 
 class ContinualModule(L.LightningModule):
-    """Model + strategy. Lightning owns precision, devices and DDP; the strategy owns the CL logic.
+    """Model + strategy + evaluator. Lightning owns precision, devices and DDP; the strategy owns the CL logic.
+
+    The only LightningModule of the suite: a classifier with a classification strategy and an audio-video
+    model with a pretraining strategy go through the same steps; the batch is whatever the stream yields.
 
     Args:
-        model: the classifier being trained.
+        model: the model being trained (a ``ContinualClassifier`` or an audio-video model).
         strategy: the continual-learning method.
         optimizer: builds a fresh optimizer over the parameters at the start of every experience.
         n_eval_experiences: number of test experiences evaluated by ``validate``.
         log_every_n_steps: average the training losses over this many steps per report.
+        evaluator: scores each ``validate`` pass (default: accuracy over ``n_eval_experiences``).
 
     """
 
@@ -35,19 +38,19 @@ class ContinualModule(L.LightningModule):
 
     def __init__(
         self,
-        model: ContinualClassifier,
+        model: nn.Module,
         strategy: Strategy,
         optimizer: OptimizerFactory,
         n_eval_experiences: int,
         log_every_n_steps: int = 20,
+        evaluator: Evaluator | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.strategy = strategy
         self.optimizer_factory = optimizer
         self.log_every_n_steps = log_every_n_steps
-        self.correct = nn.ModuleList([SumMetric() for _ in range(n_eval_experiences)])
-        self.total = nn.ModuleList([SumMetric() for _ in range(n_eval_experiences)])
+        self.evaluator = evaluator if evaluator is not None else AccuracyEvaluator(n_eval_experiences)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
         self.stop_request: StopRequest | None = None
@@ -75,7 +78,7 @@ class ContinualModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         output = self.strategy.training_loss(self.model, batch)
         if output.loss.device.type == "cpu":  # free on CPU; on accelerators checked per report (no sync per step)
             self._check_finite(output.loss, f"global step {int(self.train_steps)}")
@@ -83,7 +86,7 @@ class ContinualModule(L.LightningModule):
         self._accumulate(output)
         return output.loss
 
-    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: object, batch: Any, batch_idx: int) -> None:
         assert self._last_output is not None  # set by training_step of the same batch
         with torch.no_grad():
             self.strategy.after_training_step(self.model, batch, self._last_output)
@@ -128,25 +131,20 @@ class ContinualModule(L.LightningModule):
             self.step_reporter(int(self.train_steps), means)
         self._pending, self._pending_steps = {}, 0
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y, t = batch
-        predictions = self.strategy.eval_logits(self.model, x, t).argmax(dim=1)
-        correct, total = self._counters(dataloader_idx)
-        correct.update((predictions == y).sum())
-        total.update(torch.tensor(len(y), device=y.device))
-
-    def _counters(self, index: int) -> tuple[SumMetric, SumMetric]:
-        return cast(SumMetric, self.correct[index]), cast(SumMetric, self.total[index])
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluator.update(self.model, self.strategy, batch, dataloader_idx)
 
     def on_validation_epoch_start(self) -> None:
-        for metric in (*self.correct, *self.total):
-            metric.reset()
+        self.evaluator.reset()
 
     def eval_totals(self) -> list[int]:
         """How many test samples the last ``validate`` scored per test experience (summed over ranks)."""
-        return [int(self._counters(i)[1].compute()) for i in range(len(self.total))]
+        return self.evaluator.totals()
+
+    def scores(self) -> dict[str, list[float]]:
+        """Score name -> one value per test experience, from the last ``validate`` (reduced over ranks)."""
+        return self.evaluator.compute()
 
     def accuracies(self) -> list[float]:
-        """Sample-weighted accuracy per test experience from the last ``validate`` (reduced over ranks)."""
-        counts = [self._counters(i) for i in range(len(self.correct))]
-        return [float(c.compute()) / max(float(n.compute()), 1.0) for c, n in counts]
+        """Sample-weighted accuracy per test experience from the last ``validate`` (an accuracy evaluator's)."""
+        return self.scores()["acc"]

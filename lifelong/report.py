@@ -33,6 +33,7 @@ import lifelong
 from lifelong.errors import DataError
 from lifelong.metrics import functional
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
+from lifelong.metrics.score_matrices import ACCURACY, matrix_file
 
 __all__ = [
     "RunRecord",
@@ -95,10 +96,11 @@ class RunRecord:
     config_text: str
     config: dict[str, Any]
     summary: dict[str, Any]
-    matrix: AccuracyMatrix | None
+    matrix: AccuracyMatrix | None  # the primary score's (accuracy; a2v R@1 for audio-video runs)
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG bytes
     cka: Table | None = None
     probe: Table | None = None
+    primary: str = ACCURACY  # the score of ``matrix``
 
     @property
     def group(self) -> str:
@@ -115,8 +117,17 @@ class RunRecord:
         return values
 
 
+def _primary_score(path: Path) -> str:
+    """The run's primary score: the first of ``summary.json``'s ``scores`` (``acc`` for older runs)."""
+    try:
+        scores = json.loads((path / "summary.json").read_text()).get("scores") or [ACCURACY]
+    except (OSError, ValueError):
+        scores = [ACCURACY]
+    return str(scores[0])
+
+
 def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "accuracy_matrix.csv").is_file()
+    return (path / "config.yaml").is_file() and (path / f"{matrix_file(_primary_score(path))}.csv").is_file()
 
 
 def find_runs(target: str | Path) -> list[Path]:
@@ -136,7 +147,8 @@ def find_runs(target: str | Path) -> list[Path]:
     runs = [run for run in dict.fromkeys(runs) if _is_run(run)]
     if not runs:
         raise DataError(
-            f"{path} holds no run folder (a folder with config.yaml and accuracy_matrix.csv, as `lifelong run` writes)"
+            f"{path} holds no run folder (a folder with config.yaml and a score matrix such as accuracy_matrix.csv, "
+            "as `lifelong run` writes)"
         )
     return runs
 
@@ -154,16 +166,18 @@ def read_table(path: Path) -> Table:
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
-    """Read one run folder (``config.yaml`` and ``accuracy_matrix.csv`` are required)."""
+    """Read one run folder (``config.yaml`` and the primary score's matrix, e.g. ``accuracy_matrix.csv``)."""
     path = Path(run_dir)
     if not _is_run(path):
-        raise DataError(f"{path} is not a run folder: it needs config.yaml and accuracy_matrix.csv")
+        raise DataError(f"{path} is not a run folder: it needs config.yaml and a score matrix (accuracy_matrix.csv)")
     config_text = (path / "config.yaml").read_text()
     config = yaml.safe_load(config_text) or {}
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    matrix = AccuracyMatrix.from_csv(path / "accuracy_matrix.csv")
-    record = RunRecord(path, summary.get("run_name") or path.name, config_text, config, summary, matrix)
+    primary = _primary_score(path)
+    matrix = AccuracyMatrix.from_csv(path / f"{matrix_file(primary)}.csv")
+    name = summary.get("run_name") or path.name
+    record = RunRecord(path, name, config_text, config, summary, matrix, primary=primary)
     for png in sorted(path.glob("*.png")):
         record.figures[png.name] = png.read_bytes()
     if (path / "cka.csv").is_file():
@@ -271,12 +285,13 @@ def _run_section(run: RunRecord, prefix: str) -> str:
     final = run.final_metrics()
     parts.append("<h3>Final metrics</h3>")
     parts.append(_html_table(f"{prefix}-metrics-table", "metrics-table", ["metric", "value"], sorted(final.items())))
-    parts.append("<h3>Accuracy matrix</h3>")
-    heatmap = run.figures.get("accuracy_matrix.png")
+    title = "Accuracy" if run.primary == ACCURACY else run.primary
+    parts.append(f"<h3>{html.escape(title)} matrix</h3>")
+    heatmap = run.figures.get(f"{matrix_file(run.primary)}.png")
     if heatmap is None and run.matrix is not None:
         from lifelong.plots import figure_png, heatmap_figure
 
-        heatmap = figure_png(heatmap_figure(run.matrix, title=f"Accuracy: {run.name}"))
+        heatmap = figure_png(heatmap_figure(run.matrix, title=f"{title}: {run.name}"))
     if heatmap is not None:
         parts.append(_img(heatmap, f"{prefix}-accuracy-heatmap", "accuracy-heatmap", "accuracy matrix heatmap"))
     if run.matrix is not None and run.matrix.rows_filled:
@@ -301,7 +316,7 @@ def _run_section(run: RunRecord, prefix: str) -> str:
         parts.append(
             _html_table(f"{prefix}-linear-probe-table", "linear-probe-table", run.probe.header, _rows(run.probe))
         )
-    others = [name for name in run.figures if name not in KNOWN_FIGURES]
+    others = [name for name in run.figures if name not in (*KNOWN_FIGURES, f"{matrix_file(run.primary)}.png")]
     if others:
         parts.append("<h3>Other figures</h3>")
         for i, name in enumerate(others):

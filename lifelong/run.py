@@ -1,225 +1,43 @@
-"""The one wiring function (DESIGN §1): config -> stream -> model -> strategy -> loop -> tracker."""
+"""Executing a run (DESIGN §1): the parts ``lifelong.build`` makes from the config, driven by the loop and tracked.
+
+``run(cfg)`` is the same for every kind of run (classification or audio-video pretraining): one module,
+one outer loop, one tracker, checkpoints, signals and DDP.
+"""
 
 from __future__ import annotations
 
-import collections.abc
-import inspect
 import json
 import time
-import types
-import typing
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lifelong import config as config_lib
-from lifelong.analysis import ANALYSES, Analysis, build_analyses
+from lifelong.build import (
+    build_enabled_analyses,
+    build_parts,
+    check_names,
+    loader_settings,
+    online_settings,
+    trainer_factory,
+)
 from lifelong.checkpoint import RunCheckpointer, check_same_config, find_run_dir, read_state
 from lifelong.config import ExperimentConfig
-from lifelong.data import DATASETS, SCENARIOS, benchmark_from_name, build_stream, resolve_root, stream_from_avalanche
-from lifelong.data.types import Stream
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from lifelong.listener import RunListener
-from lifelong.loop import LoaderSettings, run_stream
+from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
-from lifelong.models import HEADS, build_model, validate_backbone
-from lifelong.module import ContinualModule
-from lifelong.registry import check_kwargs
+from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
 from lifelong.signals import StopRequest
-from lifelong.strategies import STRATEGIES, Strategy, build_strategy
 from lifelong.tracking import START_TIMEOUT, MlflowTracker, resolve_uri, run_dir_tag, tracking_error, unreachable
+
+__all__ = ["RunResult", "build_parts", "check_names", "run", "run_seeds"]
 
 # Keys that may differ between a run and its resumption: they do not change what is computed.
 RESUME_MAY_CHANGE = ("trainer.progress_bar", "train.num_workers", "train.eval_batch_size", "tracking.uri", "output_dir")
-
-
-def check_names(cfg: ExperimentConfig) -> None:
-    """Every registry name and strategy parameter in ``cfg`` exists (before anything is built)."""
-    DATASETS.get(cfg.stream.dataset)
-    SCENARIOS.get(cfg.stream.scenario)
-    validate_backbone(cfg.model.backbone)
-    HEADS.get(cfg.model.head)
-    check_kwargs(STRATEGIES.get(cfg.strategy.name), cfg.strategy.params, "strategy.params")
-    check_param_types(STRATEGIES.get(cfg.strategy.name), dict(cfg.strategy.params), "strategy.params")
-    for name, params in cfg.analysis.items():
-        check_kwargs(ANALYSES.get(name), params or {}, f"analysis.{name}")
-
-
-def analysis_device(cfg: ExperimentConfig) -> torch.device:
-    """Where analyses run the model: the first GPU when the trainer may use one, else the CPU."""
-    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
-
-
-def build_enabled_analyses(cfg: ExperimentConfig, stream: Stream) -> dict[str, Analysis]:
-    """The analyses the config's ``analysis:`` section enables, set up for ``stream``."""
-    try:
-        analyses = build_analyses(dict(cfg.analysis))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"analysis: {err}") from None
-    for analysis in analyses.values():
-        analysis.setup(stream, analysis_device(cfg))
-    return analyses
-
-
-def online_settings(cfg: ExperimentConfig) -> tuple[int, int]:
-    """(batch size, epochs): an online stream is one pass in mini-batches of ``stream.online.batch_size``."""
-    if cfg.stream.online.batch_size is not None:
-        return cfg.stream.online.batch_size, 1
-    return cfg.train.batch_size, cfg.train.epochs
-
-
-def make_optimizer(cfg: config_lib.OptimConfig):  # noqa: ANN201
-    """A factory building ``cfg.name`` over given parameters."""
-
-    def build(params):  # noqa: ANN001, ANN202
-        if cfg.name == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        kind = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    return build
-
-
-def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
-    """The stream and the module (model + strategy) a config describes."""
-    stream = _build_stream(cfg)
-    model = build_model(
-        cfg.model.backbone,
-        cfg.model.head,
-        num_classes=stream.info.num_classes,
-        input_shape=stream.info.input_shape,
-        multi_head=cfg.model.multi_head,
-        n_tasks=stream.info.n_experiences,
-        backbone_kwargs=dict(cfg.model.backbone_kwargs),
-        head_kwargs=dict(cfg.model.head_kwargs),
-    )
-    strategy: Strategy = _build_strategy(cfg)
-    module = ContinualModule(
-        model, strategy, make_optimizer(cfg.optim), len(stream), log_every_n_steps=cfg.train.log_every_n_steps
-    )
-    return stream, module
-
-
-def _build_stream(cfg: ExperimentConfig) -> Stream:
-    if cfg.stream.avalanche.benchmark is not None:
-        benchmark = benchmark_from_name(cfg.stream.avalanche.benchmark, cfg.stream.avalanche.kwargs)
-        return stream_from_avalanche(benchmark, cfg.stream_name, cfg.stream.scenario)
-    return build_stream(
-        cfg.stream.dataset,
-        cfg.stream.scenario,
-        cfg.stream.n_experiences,
-        root=resolve_root(cfg.stream.root),
-        download=cfg.stream.download,
-        seed=cfg.seed,
-        class_order=cfg.stream.class_order,
-        train_per_class=cfg.stream.train_per_class,
-        test_per_class=cfg.stream.test_per_class,
-    )
-
-
-def _matches(value: object, hint: Any) -> bool:
-    """Whether a config value fits a parameter annotation (plain types, unions, sequences; others pass)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, list | tuple)
-    return True
-
-
-def check_param_types(factory: Any, params: dict[str, Any], key: str) -> None:
-    """Raise ``ConfigError`` naming ``key.<param>`` when a value does not fit the factory's annotation."""
-    try:
-        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)  # type: ignore[misc]
-    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the checks to the factory
-        return
-    for name, value in params.items():
-        if name in hints and not _matches(value, hints[name]):
-            hint = hints[name]
-            shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ConfigError(f"{key}.{name}={value!r} is not allowed; expected {shown}")
-
-
-def _build_strategy(cfg: ExperimentConfig) -> Strategy:
-    params = dict(cfg.strategy.params)
-    if "seed" in inspect.signature(STRATEGIES.get(cfg.strategy.name)).parameters and "seed" not in params:
-        params["seed"] = cfg.seed
-    try:
-        return build_strategy(cfg.strategy.name, **params)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"strategy {cfg.strategy.name!r}: {err}") from None
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's per-Trainer banners and the warnings that do not apply to this loop."""
-    import logging
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for message in (
-        ".*does not have many workers.*",
-        ".*but have no `val_dataloader`.*",
-        ".*LeafSpec.*",
-        ".*GPU available but not used.*",
-        ".*litlogger.*",
-    ):
-        warnings.filterwarnings("ignore", message=message)
-
-
-def trainer_factory(cfg: ExperimentConfig, epochs: int):  # noqa: ANN201
-    """Builds the fresh Trainer used for each experience (DESIGN §4)."""
-    quiet_lightning()
-
-    strategy = cfg.trainer.strategy
-    if strategy == "ddp" and cfg.model.multi_head:  # the heads of other tasks get no gradient in a step
-        strategy = "ddp_find_unused_parameters_true"
-
-    def make() -> L.Trainer:
-        try:
-            return _trainer(cfg, epochs, strategy)
-        except (MisconfigurationException, ImportError, ValueError, TypeError) as err:
-            t = cfg.trainer
-            raise ConfigError(
-                f"trainer: {str(err).strip().splitlines()[0]} (trainer.accelerator={t.accelerator!r}, "
-                f"trainer.devices={t.devices!r}, trainer.strategy={t.strategy!r}, trainer.precision={t.precision!r})"
-            ) from None
-
-    return make
-
-
-def _trainer(cfg: ExperimentConfig, epochs: int, strategy: str) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=strategy,
-        precision=cfg.trainer.precision,  # type: ignore[arg-type]
-        deterministic=cfg.trainer.deterministic,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        num_sanity_val_steps=0,
-    )
 
 
 @dataclass
@@ -227,13 +45,18 @@ class RunResult:
     """What one run produced."""
 
     config: ExperimentConfig
-    matrix: AccuracyMatrix
+    matrices: ScoreMatrices  # one matrix per score of the run's evaluator (accuracy: "acc"; retrieval: "a2v_R1" ...)
     metrics: dict[str, float]
     run_dir: Path
     run_id: str | None = None
     seconds: float = 0.0
     samples_per_second: float = 0.0
     rank: int = 0  # this process's rank (DDP); only rank 0 reports
+
+    @property
+    def matrix(self) -> AccuracyMatrix:
+        """The matrix of the primary score (the accuracy matrix of a classification run)."""
+        return self.matrices.primary
 
 
 def world_of(make_trainer) -> tuple[int, int]:  # noqa: ANN001
@@ -299,7 +122,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     batch_size, epochs = online_settings(cfg)
-    make_trainer = trainer_factory(cfg, epochs)
+    make_trainer = trainer_factory(cfg)
     rank, world_size = world_of(make_trainer)
     quiet = quiet or rank > 0
     if resume is not None and not cfg.checkpoint.enabled:
@@ -339,7 +162,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
                 module,
                 stream,
                 make_trainer,
-                LoaderSettings(batch_size, cfg.train.eval_batch_size, cfg.train.num_workers, cfg.seed),
+                loader_settings(cfg),
                 listener,
                 analyses,
                 checkpoints,
@@ -353,7 +176,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         module.stop_request = None
         # Whatever happened, the rows evaluated so far are written and logged.
         if status != "FINISHED":
-            matrix = listener.matrix or AccuracyMatrix(len(stream))
+            matrix = listener.matrix or ScoreMatrices(module.evaluator.score_names, len(stream))
         result = RunResult(
             cfg,
             matrix,
@@ -395,9 +218,13 @@ def _write_outputs(result: RunResult, status: str = "FINISHED", checkpointed: in
 
     run_dir = result.run_dir
     (run_dir / "config.yaml").write_text(config_lib.to_yaml(result.config))
-    result.matrix.to_csv(run_dir / "accuracy_matrix.csv")
-    matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png", title=f"Accuracy: {result.config.run_name}")
+    for score, matrix in result.matrices.matrices.items():
+        stem = matrix_file(score)
+        matrix.to_csv(run_dir / f"{stem}.csv")
+        title = "Accuracy" if score == ACCURACY else score.replace("_", " ")
+        matrix_heatmap(matrix, run_dir / f"{stem}.png", title=f"{title}: {result.config.run_name}")
     summary = {
+        "scores": result.matrices.names,
         "run_name": result.config.run_name,
         "run_id": result.run_id,
         "status": status,

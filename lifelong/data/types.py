@@ -48,10 +48,14 @@ def identity_collate(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...
 
 @dataclass
 class Experience:
-    """One step of a stream: its data, the classes it holds and its task label."""
+    """One step of a stream: its data, the classes it holds and its task label.
+
+    ``dataset`` yields ``(x, y, t)`` triples for labelled streams (a :class:`TensorExperienceDataset`) and
+    dicts of tensors for audio-video streams (see :mod:`lifelong.data.av_streams`).
+    """
 
     index: int
-    dataset: TensorExperienceDataset
+    dataset: Dataset
     classes: list[int]
     task_label: int = 0
 

@@ -333,6 +333,25 @@ def forgetting_curve(matrix: Matrix, mode: ForgettingMode = "max") -> list[float
 # --------------------------------------------------------------------------- transfer
 
 
+def flava_forgetting(matrix: np.ndarray | Sequence[Sequence[float]]) -> float:
+    """FLAVA's forgetting: ``sum_k max_{t < T-1} (R[t, k] - R[T-1, k]) / (T - 1)`` over ALL ``T`` tasks.
+
+    As in the official ``vggsound_retrieval_result.py``: the max runs over every checkpoint before the
+    last (also those before task k was trained), and the last task's term is included, so it can be
+    negative. ``R[t, k]`` is the score on task k after training task t. One task gives 0.
+
+    >>> flava_forgetting([[0.5, 0.1], [0.3, 0.6]])
+    -0.3
+    """
+    r = np.asarray(matrix, dtype=float)
+    t = r.shape[0]
+    if r.ndim != 2 or r.shape[1] != t:
+        raise ValueError(f"forgetting needs a square T x T matrix, got shape {r.shape}")
+    if t < 2:
+        return 0.0
+    return float(round((r[:-1].max(0) - r[-1]).sum() / (t - 1), 12))
+
+
 def backward_transfer_per_experience(matrix: Matrix) -> list[float]:
     r"""Backward transfer of each experience but the last: ``R[T-1, j] - R[j, j]`` for ``j < T-1``.
 

@@ -13,7 +13,12 @@ for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STRATEGIES", "StepOutput", "Strategy", "register_strategy", "build_strategy"]
+__all__ = ["STRATEGIES", "StepOutput", "Strategy", "register_strategy", "build_strategy", "strategy_names"]
+
+
+def strategy_names(family: str = "classifier") -> list[str]:
+    """The registered strategies that train a model of ``family`` (``"classifier"`` or ``"audio_video"``)."""
+    return [name for name in STRATEGIES.names() if STRATEGIES.get(name).model_family == family]
 
 
 def build_strategy(name: str, **params: object) -> Strategy:

@@ -8,6 +8,7 @@ knows no Trainer, so precision, accumulation, devices and DDP stay with the driv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,7 +44,17 @@ class StepOutput:
 
 
 class Strategy(nn.Module):
-    """Base class: cross-entropy on the incoming batch and no state; subclasses override hooks."""
+    """Base class: cross-entropy on the incoming batch and no state; subclasses override hooks.
+
+    Attributes:
+        model_family: the kind of model (and batch) the strategy trains: ``"classifier"`` (a backbone and a
+            head, batches ``(x, y, t)``, scored by accuracy) or ``"audio_video"`` (an audio-video masked
+            autoencoder, dict batches, scored by retrieval). Checked against ``model.backbone`` when the
+            config is validated.
+
+    """
+
+    model_family: ClassVar[str] = "classifier"
 
     def __init__(self) -> None:
         super().__init__()

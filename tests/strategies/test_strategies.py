@@ -10,9 +10,9 @@ from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
 from lifelong.run import trainer_factory
-from lifelong.strategies import STRATEGIES, build_strategy
+from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
-NAMES = STRATEGIES.names()
+NAMES = strategy_names("classifier")
 
 
 def model_for(name, stream, tiny_model):

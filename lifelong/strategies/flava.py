@@ -10,17 +10,18 @@ Alignment", ICML 2024 (arXiv 2310.08204; v1 titled FLAVA). Official code: G-JWLe
    importance-weighted query summaries ``qbar_a``, ``qbar_v``;
 3. with an empty memory: keep the top-``keep_ratio`` tokens of each modality; otherwise compare each sample
    with ONE replayed sample's stored summary, prune by Bernoulli(``p``), and select video by weighted
-   sampling without replacement and audio by time chunks (:mod:`lifelong.pretrain.selection`);
+   sampling without replacement and audio by time chunks (:mod:`lifelong.strategies.flava_selection`);
    replayed clips reuse their stored ``I`` and a fresh Bernoulli draw from their stored ``p``;
 4. MAE + InfoNCE on current + replayed clips, masking inside the selection, plus ``alpha`` x MSE between the
    replayed clips' current and stored embeddings (DER++ anchor);
 5. the incoming clips enter a reservoir memory with ``qbar``, ``p``, ``I`` and embeddings.
 
 Deliberate differences from the official code: pruned-last weighted sampling uses an exponential race
-instead of ``torch.multinomial`` over zero weights (undefined); one memory per process (no per-GPU split).
-The AVM warm-up on a separate pool with the backbone frozen is the ``init`` stage
-(:mod:`lifelong.pretrain.init`); without it the AVM trains from the first step of the stream and
-``avm_warmup_steps`` keeps plain top-k selection until it has seen that many steps.
+instead of ``torch.multinomial`` over zero weights (undefined); under DDP the memory is sharded (each rank
+keeps ``memory_size / world_size`` clips of its own share of the data) and InfoNCE negatives are not gathered
+across ranks. The AVM warm-up on a separate pool with the backbone frozen is the ``init`` stage
+(:mod:`lifelong.init_stage`, strategy ``avm_warmup``); without it the AVM trains from the first step of the
+stream and ``avm_warmup_steps`` keeps plain top-k selection until it has seen that many steps.
 """
 
 from __future__ import annotations
@@ -28,14 +29,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lifelong.data.types import StreamInfo
 from lifelong.models.avm import AVMatching, importance
 from lifelong.models.cavmae import CAVMAE
-from lifelong.pretrain import selection as sel
-from lifelong.pretrain.methods import AVBatch, PretrainER, PretrainOutput, _embedding_mse, _parts, register_method
+from lifelong.strategies import flava_selection as sel
+from lifelong.strategies.av_replay import AVBatch, AVReplay, embedding_mse, loss_parts
+from lifelong.strategies.base import StepOutput, register_strategy
 
 
-@register_method("flava")
-class FLAVA(PretrainER):
+def joint_tokens(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone tokens fed to the AVM: full codes through the shared blocks (joint pass), no gradient."""
+    with torch.no_grad():
+        codes = model.full_codes(video, audio)
+        joint = model.shared_pass(torch.cat([codes["a"], codes["v"]], 1), "av")
+    n_a = codes["a"].shape[1]
+    return joint[:, :n_a].detach(), joint[:, n_a:].detach()
+
+
+def avm_loss(avm: AVMatching, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """BCE of the AVM on the first half matched and the second half with videos deranged (rolled by one)."""
+    half = len(a) // 2
+    if len(a) - half < 2:
+        return a.new_zeros(())
+    v_neg = torch.cat([v[:half], v[half:].roll(1, 0)])
+    target = torch.cat([a.new_ones(half), a.new_zeros(len(a) - half)])
+    return F.binary_cross_entropy_with_logits(avm(a, v_neg), target)
+
+
+@register_strategy("flava")
+class FLAVA(AVReplay):
     """FLAVA (see the module docstring).
 
     Args:
@@ -76,8 +98,9 @@ class FLAVA(PretrainER):
         self.steps: torch.Tensor
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def setup(self, model: CAVMAE) -> None:
+    def setup(self, model: CAVMAE, stream_info: StreamInfo) -> None:  # type: ignore[override]
         """Build the AVM at the backbone's width."""
+        super().setup(model, stream_info)
         c = model.config
         if c.n_time % self.audio_chunk:
             raise ValueError(
@@ -85,26 +108,6 @@ class FLAVA(PretrainER):
             )
         if self.avm is None:
             self.avm = AVMatching(c.embed_dim, self.avm_heads or c.num_heads)
-
-    def joint_tokens(
-        self, model: CAVMAE, video: torch.Tensor, audio: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone tokens fed to the AVM: full codes through the shared blocks (joint pass), no gradient."""
-        with torch.no_grad():
-            codes = model.full_codes(video, audio)
-            joint = model.shared_pass(torch.cat([codes["a"], codes["v"]], 1), "av")
-        n_a = codes["a"].shape[1]
-        return joint[:, :n_a].detach(), joint[:, n_a:].detach()
-
-    def avm_loss(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """BCE of the AVM on the first half matched and the second half with videos deranged (rolled by one)."""
-        assert self.avm is not None
-        half = len(a) // 2
-        if len(a) - half < 2:
-            return a.new_zeros(())
-        v_neg = torch.cat([v[:half], v[half:].roll(1, 0)])
-        target = torch.cat([a.new_ones(half), a.new_zeros(len(a) - half)])
-        return F.binary_cross_entropy_with_logits(self.avm(a, v_neg), target)
 
     @torch.no_grad()
     def scores(self, a: torch.Tensor, v: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -141,12 +144,13 @@ class FLAVA(PretrainER):
             "a": sel.select_audio(i_a, prune_a, c.n_time, c.n_freq, self.audio_chunk, self.keep(c.n_audio)),
         }
 
-    def training_loss(self, model: CAVMAE, batch: AVBatch) -> PretrainOutput:
+    def training_loss(self, model: CAVMAE, batch: AVBatch) -> StepOutput:  # type: ignore[override]
         """AVM BCE + MAE/InfoNCE on selected tokens of current and replayed clips + DER anchor."""
         video, audio = batch["video"], batch["audio"]
         n = len(video)
-        a_tok, v_tok = self.joint_tokens(model, video, audio)
-        bce = self.avm_loss(a_tok, v_tok)
+        a_tok, v_tok = joint_tokens(model, video, audio)
+        assert self.avm is not None  # built in setup
+        bce = avm_loss(self.avm, a_tok, v_tok)
         s = self.scores(a_tok, v_tok)
         replay = self.memory.sample(self.replay_batch_size or n, device=video.device)
         if not replay or int(self.steps) < self.avm_warmup_steps:
@@ -164,20 +168,20 @@ class FLAVA(PretrainER):
             selection = {m: torch.cat([selection[m], old[m]]) for m in ("v", "a")}
             video, audio = torch.cat([video, replay["video"]]), torch.cat([audio, replay["audio"]])
         out = model.pretrain_forward(video, audio, selection)
-        loss, parts = out["loss"] + self.avm_weight * bce, _parts(out)
+        loss, parts = out["loss"] + self.avm_weight * bce, loss_parts(out)
         parts["avm"] = bce.detach()
         if replay and self.alpha > 0:
-            der = _embedding_mse(out, replay, n)
+            der = embedding_mse(out, replay, n)
             loss = loss + self.alpha * der
             parts["der"] = der.detach()
         store = {k: s[k] for k in ("qbar_a", "qbar_v", "I_v", "I_a")}
         store.update({"p_v": p_v, "p_a": p_a, "emb_a": out["emb_a"][:n].detach(), "emb_v": out["emb_v"][:n].detach()})
         store.update({"sel_v": selection["v"][:n], "sel_a": selection["a"][:n]})
-        return PretrainOutput(loss, parts, store)
+        return StepOutput(loss, parts, extras=store)
 
     @torch.no_grad()
-    def after_training_step(self, model: CAVMAE, batch: AVBatch, output: PretrainOutput) -> None:
+    def after_training_step(self, model: CAVMAE, batch: AVBatch, output: StepOutput) -> None:  # type: ignore[override]
         """Offer the incoming clips with their summaries, probabilities, importances and embeddings."""
         self.steps += 1
         keys = ("qbar_a", "qbar_v", "p_v", "p_a", "I_v", "I_a", "emb_a", "emb_v")
-        self.memory.add(video=batch["video"], audio=batch["audio"], **{k: output.store[k].float() for k in keys})
+        self.memory.add(video=batch["video"], audio=batch["audio"], **{k: output.extras[k].float() for k in keys})

@@ -1,10 +1,10 @@
-"""Invariants of FLAVA's patch selection (lifelong.pretrain.selection) and of the masked CAV-MAE forward."""
+"""Invariants of FLAVA's patch selection (lifelong.strategies.flava_selection) and of the masked CAV-MAE forward."""
 
 import pytest
 import torch
 
 from lifelong.models.cavmae import CAVMAE, CAVMAEConfig, gather_tokens
-from lifelong.pretrain import selection as sel
+from lifelong.strategies import flava_selection as sel
 
 
 def test_topk_and_summary_by_hand():

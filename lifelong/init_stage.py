@@ -1,0 +1,141 @@
+"""The initialisation stage before an audio-video stream (FLAVA's initialisation chain, scaled down).
+
+FLAVA never starts from random weights: an audio-video model is first pretrained on a separate pool
+(AudioSet-20K, itself initialised from ImageNet MAE weights), then the AVM is warmed up on that pool with
+the backbone frozen, and only then does the continual stream begin (``../shared/research/flava.md`` §1).
+The ``init:`` section of a config reproduces the last two links at CPU scale:
+
+.. code-block:: yaml
+
+    init:
+      dataset: av_digits
+      params: {tasks: [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]], train_voices: [it]}
+      strategy: av_contrast   # or av_finetune (InfoNCE on the masked clip, as CAV-MAE)
+      epochs: 20              # the objective on the whole pool
+      model_kwargs: {}        # loss-only overrides for this stage (contrastive_weight, visible_ratio, tau)
+      avm_epochs: 3           # AVM warm-up, backbone frozen (strategy avm_warmup)
+      # checkpoint: path.pt   # or load a ready one
+
+Both steps train through the suite's own module and Trainer factory (one ``fit`` each; the pool is one
+experience). The result, ``{"model": ..., "avm": ...}``, is cached under ``cache_dir`` (default
+``<output_dir>/init``) by a hash of the init section, the model and the seed, so every method of a
+comparison starts from the same file; only FLAVA uses the AVM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset
+
+from lifelong.config import InitConfig, ModelConfig, to_dict
+from lifelong.data import build_av_stream
+from lifelong.data.types import Experience, StreamInfo
+from lifelong.errors import ConfigError
+from lifelong.loop import LoaderSettings, train_experience
+from lifelong.models.av_models import build_av_model
+from lifelong.module import ContinualModule, OptimizerFactory
+from lifelong.strategies import STRATEGIES, Strategy
+
+LOSS_ONLY = ("contrastive_weight", "visible_ratio", "tau")
+TrainerFor = Callable[[int], L.Trainer]
+
+
+def initial_state(
+    init: InitConfig,
+    model: ModelConfig,
+    optimizer: OptimizerFactory,
+    batch_size: int,
+    seed: int,
+    output_dir: str,
+    make_trainer: TrainerFor,
+) -> dict[str, Any]:
+    """The init checkpoint (``{"model": ..., "avm": ...}``): loaded from ``init.checkpoint`` or the cache, else trained.
+
+    Args:
+        init: the init section.
+        model: the run's model section (the init stage trains the same architecture).
+        optimizer: the optimizer factory of both steps (the run's, with ``init.lr``).
+        batch_size: the batch size of both steps.
+        seed: the run's seed.
+        output_dir: the default cache is ``<output_dir>/init``.
+        make_trainer: builds a Trainer for a number of epochs (the run's Trainer factory).
+
+    """
+    if init.checkpoint:
+        path = Path(init.checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"init.checkpoint={path} does not exist; remove it to train the init stage instead")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(init.cache_dir or Path(output_dir) / "init") / f"init-{init_key(init, model, seed)}.pt"
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    state = train_init(init, model, optimizer, batch_size, seed, make_trainer)
+    if not (torch.distributed.is_initialized() and torch.distributed.get_rank() > 0):  # rank 0 writes the cache
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+    return state
+
+
+def init_key(init: InitConfig, model: ModelConfig, seed: int) -> str:
+    """A short hash of what determines the init checkpoint: the init section, the model and the seed."""
+    what = {k: v for k, v in to_dict(init).items() if k not in ("cache_dir", "checkpoint")}
+    blob = json.dumps([what, to_dict(model), int(seed)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_init(
+    init: InitConfig,
+    model_cfg: ModelConfig,
+    optimizer: OptimizerFactory,
+    batch_size: int,
+    seed: int,
+    make_trainer: TrainerFor,
+) -> dict[str, Any]:
+    """Train the model on the init pool with ``init.strategy``, then warm up an AVM on it with the backbone frozen."""
+    bad = sorted(set(init.model_kwargs) - set(LOSS_ONLY))
+    if bad:
+        raise ConfigError(f"init.model_kwargs may only change {list(LOSS_ONLY)}, not {bad}")
+    if init.dataset is None:
+        raise ConfigError("init.dataset is not set; name the pool the init stage trains on (or init.checkpoint)")
+    L.seed_everything(seed, workers=True, verbose=False)
+    stream = build_av_stream(init.dataset, dict(init.params), seed)
+    classes = sorted({c for e in stream.train for c in e.classes})
+    pool = Experience(0, ConcatDataset([e.dataset for e in stream.train]), classes)
+    model = build_av_model(model_cfg.backbone, {**model_cfg.backbone_kwargs, **init.model_kwargs})
+    loaders = LoaderSettings(batch_size, batch_size, 0, seed, drop_last=True)
+    objective = STRATEGIES.build(init.strategy, {}, "init.strategy")
+    _fit(model, objective, stream.info, pool, optimizer, loaders, make_trainer(init.epochs))
+    warmup = STRATEGIES.build("avm_warmup", {}, "init")
+    if init.avm_epochs > 0:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _fit(model, warmup, stream.info, pool, optimizer, loaders, make_trainer(init.avm_epochs))
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return {"model": model.state_dict(), "avm": warmup.avm_state() if init.avm_epochs > 0 else {}}
+
+
+def _fit(model: nn.Module, strategy: Strategy, info: StreamInfo, pool: Experience, opt, loaders, trainer) -> None:  # noqa: ANN001
+    strategy.setup(model, info)
+    module = ContinualModule(model, strategy, opt, 0, log_every_n_steps=10**9)
+    if trainer.max_epochs:
+        train_experience(module, pool, trainer, loaders)
+
+
+def apply_initial_state(model: nn.Module, strategy: Strategy, info: StreamInfo, state: dict[str, Any]) -> None:
+    """Load the init checkpoint into ``model`` and, when the strategy has an AVM (FLAVA), the warmed-up AVM."""
+    model.load_state_dict(state["model"])
+    strategy.setup(model, info)  # builds an AVM if the strategy has one (idempotent for audio-video strategies)
+    avm = getattr(strategy, "avm", None)
+    if avm is not None and state.get("avm"):
+        avm.load_state_dict(state["avm"])
