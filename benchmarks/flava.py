@@ -1,8 +1,10 @@
 """FLAVA vs DER++ vs ER vs finetune: continual audio-video pretraining on ``av_digits`` (tiny CAV-MAE, CPU).
 
-Each (method, seed) runs in a fresh spawned process, so ``peak_rss_mb`` (the process's peak resident memory,
-``ru_maxrss``) is per run. Reported: average and forgetting (FLAVA's definitions) of audio->video and
-video->audio R@1 over the 5 tasks, training samples/s (incoming clips only) and peak memory.
+Each (method, seed) is one ``lifelong.run.run`` of the settings of ``experiments/pretrain/flava_av_digits.yaml``
+(the engine of every run; tracking and checkpoints off) in a fresh spawned process, so ``peak_rss_mb`` (the
+process's peak resident memory, ``ru_maxrss``) is per run. Reported: average and forgetting (FLAVA's
+definitions) of audio->video and video->audio R@1 over the 5 tasks, training samples/s (incoming clips only)
+and peak memory.
 
 Test protocol: by default held-out digit images with fresh renditions of the training voices;
 ``--test-voices it`` gives the held-out-voice protocol (a different language: chance by construction, see
@@ -25,10 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 METHODS = ("finetune", "er", "derpp", "flava")
+STRATEGY = {"finetune": "av_finetune", "er": "av_er", "derpp": "av_derpp", "flava": "flava"}
 
 
-def config(method: str, seed: int, args: argparse.Namespace) -> dict:
-    params = {} if method == "finetune" else {"memory_size": args.memory, "seed": seed}
+def config(method: str, seed: int, args: argparse.Namespace):
+    """The run's ``ExperimentConfig``: the shipped FLAVA YAML's layout with the benchmark's arguments."""
+    from lifelong import config as config_lib
+
+    params = {} if method == "finetune" else {"memory_size": args.memory}
     if method == "flava":
         params["keep_ratio"] = args.keep_ratio
     stream = {
@@ -39,57 +45,77 @@ def config(method: str, seed: int, args: argparse.Namespace) -> dict:
     if args.joint:
         stream["tasks"] = [list(range(10))]
     cfg = {
+        "name": "flava_benchmark",
         "seed": seed,
-        "stream": {"name": "av_digits", "params": stream},
+        "output_dir": args.output_dir,
+        "stream": {"dataset": "av_digits", "params": stream},
         "model": {
-            "size": "tiny",
-            "params": {"contrastive_weight": args.contrastive_weight, "visible_ratio": args.visible_ratio},
+            "backbone": "cavmae_tiny",
+            "backbone_kwargs": {"contrastive_weight": args.contrastive_weight, "visible_ratio": args.visible_ratio},
         },
-        "method": {"name": method, "params": params},
-        "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr},
+        "strategy": {"name": STRATEGY[method], "params": params},
+        "optim": {"name": "adam", "lr": args.lr, "betas": [0.95, 0.999], "weight_decay": 5e-7},
+        "train": {"epochs": args.epochs, "batch_size": 16, "drop_last": True, "eval_batch_size": 64},
+        "tracking": {"enabled": False},
+        "checkpoint": {"enabled": False},
     }
     if args.init_voices:
         init_stream = {"tasks": [list(range(10))], "train_voices": args.init_voices.split(",")}
         init_stream["train_copies"] = args.init_copies
         cfg["init"] = {
-            "stream": {"name": "av_digits", "params": init_stream},
+            "dataset": "av_digits",
+            "params": init_stream,
+            "strategy": "av_contrast" if args.init_contrast == "unmasked" else "av_finetune",
             "epochs": args.init_epochs,
-            "model_params": {"contrastive_weight": args.init_contrastive_weight},
-            "contrast": args.init_contrast,
+            "model_kwargs": {"contrastive_weight": args.init_contrastive_weight},
             "avm_epochs": args.avm_epochs,
             "cache_dir": args.init_cache,
         }
-    return cfg
+    return config_lib.load(overrides=[f"{k}={json.dumps(v)}" for k, v in cfg.items()])
 
 
-def _child(cfg: dict, queue: mp.Queue) -> None:
+def _child(method: str, seed: int, args: argparse.Namespace, queue: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from lifelong.pretrain.loop import train_stream
+    from lifelong.metrics.functional import flava_forgetting
+    from lifelong.run import run
 
     start = time.perf_counter()
-    result = train_stream(cfg)
-    result["wall_s"] = time.perf_counter() - start
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(result)
+    result = run(config(method, seed, args), quiet=True)
+    summary = {}
+    for score, matrix in result.matrices.matrices.items():
+        rows = matrix.as_tensor().tolist()
+        name = score.replace("_R", "/R@")  # a2v_R1 -> a2v/R@1, the names of the earlier result files
+        summary[f"{name}/average"] = result.metrics[f"{score}/avg"]
+        summary[f"{name}/forgetting"] = flava_forgetting(rows)
+    queue.put(
+        {
+            "summary": summary,
+            "matrices": {s: m.as_tensor().tolist() for s, m in result.matrices.matrices.items()},
+            "initial": {s: m.initial for s, m in result.matrices.matrices.items()},
+            "samples_per_s": result.samples_per_second,
+            "wall_s": time.perf_counter() - start,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
-def _init_child(cfg: dict, queue: mp.Queue) -> None:
+def _init_child(method: str, seed: int, args: argparse.Namespace, queue: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from lifelong.pretrain.init import initial_state
+    from lifelong.build import build_parts
 
     start = time.perf_counter()
-    initial_state(cfg)
+    build_parts(config(method, seed, args))  # trains and caches the init checkpoint of this seed
     queue.put({"wall_s": time.perf_counter() - start})
 
 
-def run_one(cfg: dict, target=_child) -> dict:
+def run_one(method: str, seed: int, args: argparse.Namespace, target=_child) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(cfg, queue))
+    proc = ctx.Process(target=target, args=(method, seed, args, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -123,7 +149,8 @@ def main() -> None:
     parser.add_argument("--init-contrast", default="unmasked", choices=("masked", "unmasked"))
     parser.add_argument("--init-contrastive-weight", type=float, default=1.0)
     parser.add_argument("--avm-epochs", type=int, default=3)
-    parser.add_argument("--init-cache", default="runs/pretrain/init")
+    parser.add_argument("--init-cache", default="runs/init")
+    parser.add_argument("--output-dir", default="runs/benchmarks", help="run folders (tracking and checkpoints off)")
     parser.add_argument("--out", default="benchmarks/results/flava.json")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only combine these result files into --out")
     args = parser.parse_args()
@@ -135,9 +162,9 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ThreadPoolExecutor(args.jobs) as pool:
         if args.init_voices:  # one init checkpoint per seed, trained before the methods that share it
-            init_wall = list(pool.map(lambda s: run_one(config(methods[0], s, args), _init_child)["wall_s"], seeds))
+            init_wall = list(pool.map(lambda s: run_one(methods[0], s, args, _init_child)["wall_s"], seeds))
             print("init stage wall seconds per seed:", [round(w) for w in init_wall])
-        jobs = {(m, s): pool.submit(run_one, config(m, s, args)) for m in methods for s in seeds}
+        jobs = {(m, s): pool.submit(run_one, m, s, args) for m in methods for s in seeds}
         runs = {m: [jobs[m, s].result() for s in seeds] for m in methods}
     write_table(runs, vars(args), Path(args.out))
 

@@ -72,9 +72,10 @@ def plain_loop(stream, backbone: str) -> float:
 
 def lifelong_loop(stream, backbone: str, tracking: bool, tmp: Path) -> float:
     """Our Lightning loop through the same code path as `lifelong run` (evaluation excluded)."""
+    from lifelong.build import make_optimizer, trainer_factory
+    from lifelong.listener import RunListener
     from lifelong.loop import LoaderSettings, train_experience
     from lifelong.module import ContinualModule
-    from lifelong.run import RunListener, make_optimizer, trainer_factory
     from lifelong.strategies import build_strategy
     from lifelong.tracking import MlflowTracker, default_uri
 
@@ -89,7 +90,7 @@ def lifelong_loop(stream, backbone: str, tracking: bool, tmp: Path) -> float:
     listener = RunListener(tracker, quiet=True)
     module.step_reporter = listener.on_train_metrics
     strategy.setup(model, stream.info)
-    make_trainer = trainer_factory(cfg, epochs=1)
+    make_trainer = trainer_factory(cfg)
     settings = LoaderSettings(BATCH, 1000, 0, 0)
     samples, seconds = 0, 0.0
     for experience in stream.train:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lifelong.errors import ConfigError, DataError
+from lifelong.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ConfigError", "DataError", "__version__", "load_config", "run"]
 
 if TYPE_CHECKING:

@@ -29,11 +29,11 @@ from typing import Any
 
 import yaml
 
-import lifelong
 from lifelong.errors import DataError
 from lifelong.metrics import functional
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, matrix_file
+from lifelong.version import __version__
 
 __all__ = [
     "RunRecord",
@@ -372,7 +372,7 @@ def render_report(runs: list[RunRecord], title: str) -> str:
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     body = [f'<h1 id="title">{html.escape(title)}</h1>']
     body.append(
-        f'<div class="meta">{len(runs)} run(s) · generated {generated} by lifelong {lifelong.__version__}</div>'
+        f'<div class="meta">{len(runs)} run(s) · generated {generated} by lifelong {__version__}</div>'
     )
     if len(runs) > 1:
         body.append(_comparison(runs))

@@ -28,9 +28,9 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-import lifelong
 from lifelong.errors import TrackingError, unknown_choice
 from lifelong.journal import RunJournal
+from lifelong.version import __version__
 
 FLUSH_EVERY = 200  # buffered metric values per batch request
 RETRY_SECONDS = 30.0  # while the server is away, how often sending is tried again
@@ -178,7 +178,7 @@ class MlflowTracker:
     # ------------------------------------------------------------------ starting
     def start(self, params: dict[str, str], tags: dict[str, str]) -> str:
         """Create the run and log params and tags; returns the run id."""
-        all_tags = {"lifelong.version": lifelong.__version__, **tags}
+        all_tags = {"lifelong.version": __version__, **tags}
         commit = git_commit()
         if commit:
             all_tags["git.commit"] = commit

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lifelong import config
 from lifelong.config import ExperimentConfig
 from lifelong.errors import ConfigError
-from lifelong.run import check_names, trainer_factory
+from lifelong.build import check_names, trainer_factory
 from lifelong.strategies import STRATEGIES
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,7 +43,7 @@ SECTIONS = sorted({key.rpartition(".")[0] for key in LEAVES if "." in key})
 def everything_before_training(overrides: list[str] | None = None, path=None) -> None:
     cfg = config.load(path, overrides)
     check_names(cfg)
-    trainer_factory(cfg, 1)()
+    trainer_factory(cfg)(1)
 
 
 def ok_or_config_error(overrides: list[str] | None = None, path=None) -> bool:

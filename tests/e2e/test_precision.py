@@ -55,7 +55,7 @@ def test_every_strategy_trains_under_bf16_and_stores_fp32(name, digits_stream):
     losses = []
     module.step_reporter = lambda step, metrics: losses.append(metrics["train/loss"])
     strategy.setup(model, info)
-    make = trainer_factory(config.load(overrides=["trainer.precision=bf16-mixed"]), 1)
+    make = trainer_factory(config.load(overrides=["trainer.precision=bf16-mixed"]))
     for experience in digits_stream.train[:2]:
         train_experience(module, experience, make(), LoaderSettings(batch_size=64, eval_batch_size=256))
     assert autocast

@@ -19,7 +19,7 @@ from lifelong.interop.mlflow_logger import MlflowLogger
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
-from lifelong.run import trainer_factory
+from lifelong.build import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
 PER_CLASS = 4  # 2 classes x 4 samples: every experience is exactly one batch of 8
@@ -91,7 +91,7 @@ def lightning_losses(name, benchmark, n_experiences=2):
     losses: list[float] = []
     module.step_reporter = lambda step, metrics: losses.append(metrics["train/loss"])
     strategy.setup(model, stream.info)
-    make_trainer = trainer_factory(config.load(overrides=["train.epochs=1"]), 1)
+    make_trainer = trainer_factory(config.load(overrides=["train.epochs=1"]))
     L.seed_everything(0, verbose=False)
     for experience in stream.train[:n_experiences]:
         train_experience(module, experience, make_trainer(), LoaderSettings(2 * PER_CLASS, 256))

@@ -9,7 +9,7 @@ from lifelong import config
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
-from lifelong.run import trainer_factory
+from lifelong.build import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
 NAMES = strategy_names("classifier")
@@ -66,7 +66,7 @@ def test_lightning_fit_trains_each_strategy(name, digits_stream, tiny_model):
     before = [p.detach().clone() for p in tiny_model.parameters()]
     settings = LoaderSettings(batch_size=32, eval_batch_size=256)
     for experience in digits_stream.train[:2]:
-        train_experience(module, experience, trainer_factory(cfg, 1)(), settings)
+        train_experience(module, experience, trainer_factory(cfg)(1), settings)
     assert any(not torch.equal(a, b) for a, b in zip(before, tiny_model.parameters(), strict=False))
     steps = [s for s, _ in reports]
     assert steps == sorted(steps), "global step must never restart"
