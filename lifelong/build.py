@@ -40,7 +40,6 @@ from lifelong.metrics.evaluators import EVALUATORS
 from lifelong.models import HEADS, build_av_model, build_model, model_family, validate_backbone
 from lifelong.models.av_models import AUDIO_VIDEO, AV_MODELS, av_model_config
 from lifelong.module import ContinualModule
-from lifelong.registry import check_kwargs, check_param_types
 from lifelong.strategies import STRATEGIES, Strategy
 
 EVALUATOR_OF_FAMILY = {"classifier": "accuracy", AUDIO_VIDEO: "retrieval"}
@@ -52,9 +51,7 @@ def check_names(cfg: ExperimentConfig) -> None:
     """Every registry name and strategy parameter in ``cfg`` exists and fits together (before anything is built)."""
     family = _check_model(cfg)
     _check_dataset(cfg, family)
-    strategy = STRATEGIES.get(cfg.strategy.name)
-    check_kwargs(strategy, cfg.strategy.params, "strategy.params")
-    check_param_types(strategy, dict(cfg.strategy.params), "strategy.params")
+    strategy = STRATEGIES.check(cfg.strategy.name, dict(cfg.strategy.params), "strategy.params")
     if strategy.model_family != family:
         raise ConfigError(
             f"strategy.name={cfg.strategy.name!r} trains {strategy.model_family} models, but "
@@ -67,7 +64,7 @@ def check_names(cfg: ExperimentConfig) -> None:
             f"(set model.head={needed})"
         )
     for name, params in cfg.analysis.items():
-        check_kwargs(ANALYSES.get(name), params or {}, f"analysis.{name}")
+        ANALYSES.check(name, params or {}, f"analysis.{name}")
     if cfg.init.dataset is not None or cfg.init.checkpoint is not None:
         if family != AUDIO_VIDEO:
             raise ConfigError("init: the init stage is for audio-video models; remove the init section")
@@ -102,7 +99,7 @@ def _check_dataset(cfg: ExperimentConfig, family: str) -> None:
                     f"stream.{key} does not apply to the audio-video dataset {stream.dataset!r}: it defines its "
                     "own tasks (stream.params.tasks); remove the key"
                 )
-        check_kwargs(AV_DATASETS.get(stream.dataset), stream.params, "stream.params")
+        AV_DATASETS.check(stream.dataset, dict(stream.params), "stream.params")
         if family != AUDIO_VIDEO:
             raise ConfigError(
                 f"stream.dataset={stream.dataset!r} is an audio-video dataset; use an audio-video model "
@@ -124,7 +121,7 @@ def _check_dataset(cfg: ExperimentConfig, family: str) -> None:
 def _check_init(cfg: ExperimentConfig) -> None:
     init = cfg.init
     if init.dataset is not None:
-        check_kwargs(AV_DATASETS.get(init.dataset), init.params, "init.params")
+        AV_DATASETS.check(init.dataset, dict(init.params), "init.params")
     if STRATEGIES.get(init.strategy).model_family != AUDIO_VIDEO:
         raise unknown_choice("init.strategy", init.strategy, ["av_finetune", "av_contrast"])
 

@@ -97,7 +97,9 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=identity_collate if batched else None,  # type: ignore[arg-type]
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        # Always an own generator: iterating a loader draws its base seed from it, so neither shuffling nor
+        # evaluation ever consumes the global random stream that training draws from (masks, dropout).
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
         drop_last=drop_last,
     )

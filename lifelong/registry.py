@@ -42,6 +42,18 @@ class Registry(Generic[T]):
             raise unknown_choice(self.kind, name, self._entries)
         return self._entries[name]
 
+    def check(self, name: str, params: dict[str, Any], key: str = "") -> T:
+        """The factory of ``name`` after checking that it accepts ``params`` (names and types), without building.
+
+        Raises:
+            ConfigError: an unknown name, an unknown parameter or a wrongly typed value, naming ``key``.
+
+        """
+        factory = self.get(name)
+        check_kwargs(factory, params, key or f"{self.kind}.params")  # type: ignore[arg-type]
+        check_param_types(factory, params, key or f"{self.kind}.params")
+        return factory
+
     def build(self, name: str, params: dict[str, Any] | None = None, key: str = "", seed: int | None = None) -> Any:
         """Build ``name`` with ``params`` after checking their names and types; ``seed`` is injected once.
 
@@ -55,10 +67,8 @@ class Registry(Generic[T]):
             ConfigError: an unknown name or parameter, a wrongly typed value, or a value the factory refuses.
 
         """
-        factory: Any = self.get(name)
+        factory: Any = self.check(name, params or {}, key)
         params = dict(params or {})
-        check_kwargs(factory, params, key or f"{self.kind}.params")
-        check_param_types(factory, params, key or f"{self.kind}.params")
         if seed is not None and "seed" not in params and "seed" in inspect.signature(factory).parameters:
             params["seed"] = seed
         try:

@@ -371,9 +371,7 @@ def render_report(runs: list[RunRecord], title: str) -> str:
     """The HTML page for ``runs`` (one section per run; a comparison section when there are several)."""
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     body = [f'<h1 id="title">{html.escape(title)}</h1>']
-    body.append(
-        f'<div class="meta">{len(runs)} run(s) · generated {generated} by lifelong {__version__}</div>'
-    )
+    body.append(f'<div class="meta">{len(runs)} run(s) · generated {generated} by lifelong {__version__}</div>')
     if len(runs) > 1:
         body.append(_comparison(runs))
     sections = "\n".join(_run_section(run, f"run{i}") for i, run in enumerate(runs))

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lifelong import config
+from lifelong.build import check_names, trainer_factory
 from lifelong.config import ExperimentConfig
 from lifelong.errors import ConfigError
-from lifelong.build import check_names, trainer_factory
 from lifelong.strategies import STRATEGIES
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

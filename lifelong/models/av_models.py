@@ -11,8 +11,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from torch import nn
+
 from lifelong.errors import ConfigError, did_you_mean
-from lifelong.models.cavmae import CAVMAE, CAVMAEConfig
+from lifelong.models.cavmae_config import CAVMAEConfig
 from lifelong.registry import Registry
 
 AV_MODELS: Registry[Callable[..., CAVMAEConfig]] = Registry("model.backbone")
@@ -48,6 +50,8 @@ def av_model_config(name: str, overrides: dict[str, Any] | None = None) -> CAVMA
         raise ConfigError(str(err)) from None
 
 
-def build_av_model(name: str, overrides: dict[str, Any] | None = None) -> CAVMAE:
+def build_av_model(name: str, overrides: dict[str, Any] | None = None) -> nn.Module:
     """A freshly initialised audio-video model ``name`` (see :func:`av_model_config`)."""
+    from lifelong.models.cavmae import CAVMAE  # imports timm: only when a model is built
+
     return CAVMAE(av_model_config(name, overrides))

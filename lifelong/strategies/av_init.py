@@ -9,14 +9,18 @@ meant for that stage, not for a stream.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from lifelong.data.types import StreamInfo
 from lifelong.models.avm import AVMatching
-from lifelong.models.cavmae import CAVMAE, info_nce
 from lifelong.strategies.av_replay import AVBatch, AVStrategy
 from lifelong.strategies.base import StepOutput, register_strategy
 from lifelong.strategies.flava import avm_loss, joint_tokens
+
+if TYPE_CHECKING:
+    from lifelong.models.cavmae import CAVMAE
 
 
 @register_strategy("av_contrast")
@@ -30,6 +34,8 @@ class UnmaskedContrast(AVStrategy):
 
     def training_loss(self, model: CAVMAE, batch: AVBatch) -> StepOutput:  # type: ignore[override]
         """MAE (masked clip) + ``contrastive_weight`` x InfoNCE (unmasked clip)."""
+        from lifelong.models.cavmae import info_nce  # imports timm: only when the objective runs
+
         out = model.pretrain_forward(batch["video"], batch["audio"])
         codes = model.full_codes(batch["video"], batch["audio"])
         emb = {m: model.unimodal_embedding(codes[m], m) for m in ("a", "v")}

@@ -10,15 +10,17 @@ FLAVA builds on them (:mod:`lifelong.strategies.flava`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from lifelong.buffers import ReservoirBuffer
 from lifelong.data.types import StreamInfo
-from lifelong.models.cavmae import CAVMAE
 from lifelong.strategies.base import StepOutput, Strategy, register_strategy
+
+if TYPE_CHECKING:
+    from lifelong.models.cavmae import CAVMAE
 
 AVBatch = dict[str, torch.Tensor]
 

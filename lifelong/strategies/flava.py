@@ -26,15 +26,19 @@ stream and ``avm_warmup_steps`` keeps plain top-k selection until it has seen th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from lifelong.data.types import StreamInfo
 from lifelong.models.avm import AVMatching, importance
-from lifelong.models.cavmae import CAVMAE
 from lifelong.strategies import flava_selection as sel
 from lifelong.strategies.av_replay import AVBatch, AVReplay, embedding_mse, loss_parts
 from lifelong.strategies.base import StepOutput, register_strategy
+
+if TYPE_CHECKING:
+    from lifelong.models.cavmae import CAVMAE
 
 
 def joint_tokens(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

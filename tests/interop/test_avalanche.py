@@ -13,13 +13,13 @@ from avalanche.training.plugins import EvaluationPlugin
 from mlflow.tracking import MlflowClient
 
 from lifelong import config
+from lifelong.build import trainer_factory
 from lifelong.data import avalanche_benchmark, resolve_root, stream_from_avalanche
 from lifelong.interop.avalanche import as_avalanche
 from lifelong.interop.mlflow_logger import MlflowLogger
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
-from lifelong.build import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
 PER_CLASS = 4  # 2 classes x 4 samples: every experience is exactly one batch of 8

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from lifelong import config
+from lifelong.build import trainer_factory
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
-from lifelong.build import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
 NAMES = strategy_names("classifier")
