@@ -13,13 +13,13 @@ from avalanche.training.plugins import EvaluationPlugin
 from mlflow.tracking import MlflowClient
 
 from lifelong import config
+from lifelong.build import trainer_factory
 from lifelong.data import avalanche_benchmark, resolve_root, stream_from_avalanche
 from lifelong.interop.avalanche import as_avalanche
 from lifelong.interop.mlflow_logger import MlflowLogger
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models import build_model
 from lifelong.module import ContinualModule
-from lifelong.build import trainer_factory
 from lifelong.strategies import STRATEGIES, build_strategy, strategy_names
 
 PER_CLASS = 4  # 2 classes x 4 samples: every experience is exactly one batch of 8
@@ -33,7 +33,7 @@ def benchmark():
 
 
 def fresh_model(name: str):
-    head = getattr(STRATEGIES.get(name), "requires_head", "linear")
+    head = STRATEGIES.get(name).requires_head or "linear"
     torch.manual_seed(0)
     return build_model("mlp", head, num_classes=10, input_shape=(1, 8, 8), backbone_kwargs={"hidden": [32]})
 
