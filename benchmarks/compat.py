@@ -44,7 +44,7 @@ from lifelong.models import build_model
 from lifelong.run import run
 from lifelong.strategies import STRATEGIES, register_strategy
 from lifelong.strategies.er import ExperienceReplay
-from lifelong.strategies.stationary import load_replacement, parse_replacements
+from lifelong.strategies.replacement import load_replacement, parse_replacements
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("er", "bct", "cores", "cl2r", "hoc")

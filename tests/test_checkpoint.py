@@ -47,7 +47,7 @@ def _through_file(obj) -> io.BytesIO:
 
 def fresh_model(stream, name):
     info = stream.info
-    head = getattr(STRATEGIES.get(name), "requires_head", "linear")  # e.g. the d-Simplex strategies
+    head = STRATEGIES.get(name).requires_head or "linear"  # e.g. the d-Simplex strategies
     torch.manual_seed(0)
     return build_model(
         "mlp", head, num_classes=info.num_classes, input_shape=info.input_shape, backbone_kwargs={"hidden": [32]}

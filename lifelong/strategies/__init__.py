@@ -7,13 +7,21 @@ is registered (and picked up by the parametrized tests) without editing this fil
 import importlib
 import pkgutil
 
-from lifelong.strategies.base import STRATEGIES, StepOutput, Strategy, register_strategy
+from lifelong.strategies.base import STRATEGIES, StepOutput, Strategy, check_head, register_strategy
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STRATEGIES", "StepOutput", "Strategy", "register_strategy", "build_strategy", "strategy_names"]
+__all__ = [
+    "STRATEGIES",
+    "StepOutput",
+    "Strategy",
+    "build_strategy",
+    "check_head",
+    "register_strategy",
+    "strategy_names",
+]
 
 
 def strategy_names(family: str = "classifier") -> list[str]:

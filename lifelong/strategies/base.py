@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lifelong.data.types import Experience, Stream, StreamInfo
+from lifelong.errors import ConfigError
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.registry import Registry
 
@@ -51,10 +52,14 @@ class Strategy(nn.Module):
             head, batches ``(x, y, t)``, scored by accuracy) or ``"audio_video"`` (an audio-video masked
             autoencoder, dict batches, scored by retrieval). Checked against ``model.backbone`` when the
             config is validated.
+        requires_head: the ``model.head`` the strategy needs (e.g. ``"dsimplex"`` for the stationary
+            strategies, ``"linear"`` for ``bct``), or ``None`` when any head works. Checked by
+            :func:`check_head` when the config is validated, before anything is built.
 
     """
 
     model_family: ClassVar[str] = "classifier"
+    requires_head: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,3 +119,27 @@ class Strategy(nn.Module):
         datasets of ``joint``, restored from the experience indices it keeps as extra state). Must not
         draw from the global random generators: the checkpoint has just restored them. Default: nothing.
         """
+
+
+def check_head(strategy_name: str, head_name: str) -> None:
+    """Raise ``ConfigError`` if the strategy registered as ``strategy_name`` cannot run on ``model.head=head_name``.
+
+    Args:
+        strategy_name: ``strategy.name`` of the config (an unknown name is a ``ConfigError`` with a did-you-mean).
+        head_name: ``model.head`` of the config.
+
+    Example:
+        >>> check_head("cl2r", "dsimplex")
+        >>> check_head("er", "cosine")
+        >>> check_head("cl2r", "linear")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lifelong.errors.ConfigError: strategy.name='cl2r' needs model.head='dsimplex'; got 'linear' (set model.head=...)
+
+    """
+    required = STRATEGIES.get(strategy_name).requires_head
+    if required is not None and head_name != required:
+        raise ConfigError(
+            f"strategy.name={strategy_name!r} needs model.head={required!r}; got {head_name!r} "
+            f"(set model.head={required})"
+        )

@@ -9,8 +9,8 @@ from lifelong.data.types import Experience, StreamInfo, TensorExperienceDataset
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.heads import LinearHead, mask_value
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
+from lifelong.strategies.common import classes_before, resize_buffers
 from lifelong.strategies.er import ExperienceReplay
-from lifelong.strategies.stationary import resize_buffers
 
 
 def influence_loss(
@@ -149,7 +149,7 @@ class BCT(ExperienceReplay):
             self.old_valid = torch.zeros(0, dtype=torch.bool)
             self._pending = None
             return
-        seen = self.classes_before(experience.index)
+        seen = classes_before(self.stream_info, experience.index)
         self.old_weight = head.weight.detach().clone()
         self.old_bias = head.bias.detach().clone() if head.bias is not None else torch.zeros(head.num_classes)
         valid = torch.zeros(head.num_classes, dtype=torch.bool)
@@ -157,12 +157,6 @@ class BCT(ExperienceReplay):
         self.old_valid = valid.to(head.weight.device)
         new = sorted({int(c) for c in experience.classes} - seen)
         self._pending = (experience.dataset, new) if new else None
-
-    def classes_before(self, index: int) -> set[int]:
-        """The classes of the experiences before ``index``."""
-        if self.stream_info is None:
-            return set()
-        return {int(c) for classes in self.stream_info.classes_per_experience[:index] for c in classes}
 
     def _synthesise(self, model: ContinualClassifier, device: torch.device) -> None:
         """Old-model class means as the old classifier's rows of the experience's new classes."""

@@ -8,17 +8,26 @@ fp16/bf16 autocast (the official code's ``exp`` then ``log`` can underflow there
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lifelong.buffers import ReservoirBuffer
 from lifelong.data.augment import ContrastiveAugment, pixel_statistics
 from lifelong.models.classifier import ContinualClassifier
-from lifelong.models.heads import mask_value
 from lifelong.strategies.base import Batch, StepOutput, Strategy
+from lifelong.strategies.common import SeenClasses, append_replay, positive_mask
+
+
+def class_counts(labels: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n_c, log n_c)`` for every class column of ``scores`` (``(C,)`` each, ``scores``' dtype; ``log 0 = -inf``).
+
+    The count weights of the anchor-to-proxy softmax of PCR and HPCR: class ``c`` appears once per anchor
+    labelled ``c``.
+    """
+    counts = torch.bincount(labels, minlength=scores.shape[1]).to(scores.dtype)  # (C,)
+    log_counts = torch.where(counts > 0, counts.clamp_min(1).log(), torch.full_like(counts, -math.inf))
+    return counts, log_counts
 
 
 def proxy_contrastive_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -45,8 +54,7 @@ def proxy_contrastive_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.
 
     """
     scores = scores.float()
-    counts = torch.bincount(labels, minlength=scores.shape[1]).to(scores.dtype)  # (C,)
-    log_counts = torch.where(counts > 0, counts.clamp_min(1).log(), torch.full_like(counts, -math.inf))
+    _, log_counts = class_counts(labels, scores)
     log_norm = torch.logsumexp(scores + log_counts, dim=1)  # (N,)
     return (log_norm - scores.gather(1, labels[:, None])[:, 0]).mean()
 
@@ -72,7 +80,7 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
     logits = z @ z.T / temperature  # (N, N)
     eye = torch.eye(len(labels), dtype=torch.bool, device=logits.device)
     log_prob = logits.masked_fill(eye, -math.inf).log_softmax(dim=1)
-    positive = (labels[:, None] == labels[None, :]) & ~eye  # (N, N)
+    positive = positive_mask(labels)  # (N, N)
     n_positive = positive.sum(dim=1)
     per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(dim=1) / n_positive.clamp_min(1)
     has = n_positive > 0
@@ -105,10 +113,9 @@ def holistic_contrastive_loss(
     pairs = z @ z.T / temperature  # (N, N)
     eye = torch.eye(len(labels), dtype=torch.bool, device=pairs.device)
     pairs = pairs.masked_fill(eye, -math.inf)
-    counts = torch.bincount(labels, minlength=scores.shape[1]).to(scores.dtype)  # (C,)
-    log_counts = torch.where(counts > 0, counts.clamp_min(1).log(), torch.full_like(counts, -math.inf))
+    counts, log_counts = class_counts(labels, scores)
     log_norm = torch.logsumexp(torch.cat([scores + log_counts, pairs], dim=1), dim=1)  # (N,)
-    same = (labels[:, None] == labels[None, :]) & ~eye
+    same = positive_mask(labels)
     n_class = counts[labels]  # (N,)
     proxy_part = n_class * (scores.gather(1, labels[:, None])[:, 0] - log_norm)
     sample_part = (pairs - log_norm[:, None]).masked_fill(~same, 0.0).sum(dim=1)
@@ -152,44 +159,6 @@ def logit_distillation(current: torch.Tensor, stored: torch.Tensor, labels: torc
 
     """
     return F.mse_loss(current.float()[:, labels], stored.detach().float()[:, labels])
-
-
-class SeenClasses(nn.Module):
-    """Which classes the strategy has trained on; masks the others out of predictions.
-
-    The mask is a buffer, so it moves with the strategy and lands in checkpoints; it is sized on the
-    first update (or when a checkpoint is loaded) and grows if wider logits come along.
-    """
-
-    seen: torch.Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("seen", torch.zeros(0, dtype=torch.bool))
-
-    def update(self, labels: torch.Tensor, num_classes: int) -> None:
-        """Mark ``labels`` as seen (no host-device sync)."""
-        if self.seen.numel() < num_classes:
-            grown = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
-            grown[: self.seen.numel()] = self.seen.to(labels.device)
-            self.seen = grown
-        self.seen[labels.to(self.seen.device)] = True
-
-    def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` with the unseen classes set to a very negative value (unchanged before any update)."""
-        if self.seen.numel() == 0:
-            return logits
-        seen = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-        width = min(self.seen.numel(), logits.shape[1])
-        seen[:width] = self.seen[:width].to(logits.device)
-        masked = logits.masked_fill(~seen, mask_value(logits.dtype))
-        return torch.where(seen.any(), masked, logits)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        stored = state_dict.get(prefix + "seen")
-        if stored is not None and stored.shape != self.seen.shape:
-            self.seen = torch.zeros_like(stored, device=self.seen.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AugmentedReplay(Strategy):
@@ -236,11 +205,7 @@ class AugmentedReplay(Strategy):
 
     def replay(self, batch: Batch) -> tuple[Batch, dict[str, torch.Tensor]]:
         """The incoming batch with a replay batch appended, and the replayed fields (empty while memory is)."""
-        x, y, t = batch
-        replayed = self.memory.sample(self.replay_batch_size or len(y), device=x.device)
-        if not replayed:
-            return batch, replayed
-        return (torch.cat([x, replayed["x"]]), torch.cat([y, replayed["y"]]), torch.cat([t, replayed["t"]])), replayed
+        return append_replay(self.memory, batch, self.replay_batch_size)
 
     def two_views(self, batch: Batch) -> Batch:
         """``(x, y, t)`` of the batch followed by its augmented view: ``2 * len(y)`` anchors."""

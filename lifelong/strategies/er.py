@@ -8,6 +8,7 @@ from torch import nn
 from lifelong.buffers import ReservoirBuffer
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.strategies.base import Batch, StepOutput, Strategy, register_strategy
+from lifelong.strategies.common import append_replay
 
 
 @register_strategy("er")
@@ -37,11 +38,7 @@ class ExperienceReplay(Strategy):
 
     def replay_batch(self, batch: Batch) -> Batch:
         """The incoming batch with a replay batch appended (unchanged while the memory is empty)."""
-        x, y, t = batch
-        replay = self.memory.sample(self.replay_batch_size or len(y), device=x.device)
-        if not replay:
-            return batch
-        return torch.cat([x, replay["x"]]), torch.cat([y, replay["y"]]), torch.cat([t, replay["t"]])
+        return append_replay(self.memory, batch, self.replay_batch_size)[0]
 
     def training_loss(self, model: ContinualClassifier, batch: Batch) -> StepOutput:
         """Cross-entropy on the incoming batch and the replayed samples together."""

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.heads import mask_value
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
-from lifelong.strategies.contrastive import SeenClasses
+from lifelong.strategies.common import SeenClasses
 from lifelong.strategies.er import ExperienceReplay
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lifelong.data.types import Experience
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
+from lifelong.strategies.common import positive_mask, same_label
 from lifelong.strategies.stationary import StationaryReplay
 
 SameClass = Literal["official", "exclude"]
@@ -45,12 +46,10 @@ def hoc_loss(
     new, old = F.normalize(new.float(), dim=1), F.normalize(old.float(), dim=1)
     sim = mu * old @ new.T  # (B, B): row i = old feature of sample i, column j = new feature of sample j
     positive = sim.diagonal()
-    same = labels[:, None] == labels[None, :]
     if same_class == "official":
-        logits = sim * (~same)
+        logits = sim * (~same_label(labels))
     else:
-        eye = torch.eye(len(labels), dtype=torch.bool, device=sim.device)
-        logits = sim.masked_fill(same & ~eye, -torch.inf)
+        logits = sim.masked_fill(positive_mask(labels), -torch.inf)
     return (-positive + torch.logsumexp(logits, dim=1)).mean()
 
 
@@ -119,10 +118,7 @@ class HOC(StationaryReplay):
     def before_experience(self, model: ContinualClassifier, experience: Experience) -> None:
         """Swap in a scheduled replacement, then freeze the starting model as the teacher."""
         super().before_experience(model, experience)
-        if experience.index > 0 or self.replaced_now:
-            self.teacher.capture(model)
-        else:
-            self.teacher.clear()
+        self.hold_teacher(model, experience)
 
     def targets(self, model: ContinualClassifier, y: torch.Tensor) -> torch.Tensor:
         """The prototype each label trains on (``K - 1 - y`` with ``reverse_labels``)."""

@@ -10,13 +10,14 @@ import torch
 from lifelong.data.types import Experience
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
+from lifelong.strategies.common import non_negative_number, positive_integer, positive_number
 from lifelong.strategies.contrastive import (
     holistic_contrastive_loss,
     logit_distillation,
     proxy_contrastive_loss,
     relation_distillation,
 )
-from lifelong.strategies.pcr import PCR, _positive, proxy_scores
+from lifelong.strategies.pcr import PCR, proxy_scores
 
 Contrast = Literal["proxy", "holistic", "auto"]
 CONTRASTS: tuple[str, ...] = ("proxy", "holistic", "auto")
@@ -110,21 +111,14 @@ class HPCR(PCR):
             raise ValueError(
                 f"strategy.params.gradient_temperatures={gradient_temperatures!r} is not allowed; use [high, low]"
             )
-        high, low = (_positive(v, "gradient_temperatures") for v in gradient_temperatures)
+        high, low = (positive_number(v, "gradient_temperatures") for v in gradient_temperatures)
         self.gradient_temperatures: tuple[float, float] = (high, low)
-        if isinstance(temperature_period, bool) or not isinstance(temperature_period, int) or temperature_period < 1:
-            raise ValueError(f"strategy.params.temperature_period={temperature_period!r} is not allowed; use >= 1")
+        self.temperature_period = positive_integer(temperature_period, "temperature_period")
         if contrast not in CONTRASTS:
             raise ValueError(f"strategy.params.contrast={contrast!r} is not allowed; choose one of: {CONTRASTS}")
-        if isinstance(holistic_min_batch, bool) or not isinstance(holistic_min_batch, int) or holistic_min_batch < 1:
-            raise ValueError(f"strategy.params.holistic_min_batch={holistic_min_batch!r} is not allowed; use >= 1")
-        for key, value in (("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"strategy.params.{key}={value!r} is not allowed; use a number >= 0")
-        self.temperature_period = temperature_period
         self.contrast: Contrast = contrast
-        self.holistic_min_batch = holistic_min_batch
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.holistic_min_batch = positive_integer(holistic_min_batch, "holistic_min_batch")
+        self.alpha, self.beta = non_negative_number(alpha, "alpha"), non_negative_number(beta, "beta")
         self.task_step = 0
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -12,6 +11,7 @@ from lifelong.data.types import StreamInfo
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.heads import CosineHead
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
+from lifelong.strategies.common import positive_number
 from lifelong.strategies.contrastive import AugmentedReplay, proxy_contrastive_loss
 
 
@@ -86,7 +86,7 @@ class PCR(AugmentedReplay):
         seed: int = 0,
     ) -> None:
         super().__init__(memory_size, replay_batch_size, pixel_stats, augment, seed)
-        self.temperature = _positive(temperature, "temperature")
+        self.temperature = positive_number(temperature, "temperature")
 
     def setup(self, model: ContinualClassifier, stream_info: StreamInfo) -> None:
         super().setup(model, stream_info)
@@ -103,9 +103,3 @@ class PCR(AugmentedReplay):
     def eval_logits(self, model: ContinualClassifier, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Cosine similarity to every proxy, the classes not trained on yet masked out."""
         return self.seen_classes.mask(proxy_scores(model, model.features(x), t, self.temperature))
-
-
-def _positive(value: float, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"strategy.params.{key}={value!r} is not allowed; use a number > 0")
-    return float(value)

@@ -12,8 +12,8 @@ from lifelong.data.types import Experience, StreamInfo
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.heads import mask_value
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
+from lifelong.strategies.common import non_negative_number, positive_integer, positive_number
 from lifelong.strategies.contrastive import AugmentedReplay, supervised_contrastive_loss
-from lifelong.strategies.pcr import _positive
 
 Projection = Literal["mlp", "linear", "none"]
 PROJECTIONS: tuple[str, ...] = ("mlp", "linear", "none")
@@ -90,16 +90,12 @@ class SCR(AugmentedReplay):
         seed: int = 0,
     ) -> None:
         super().__init__(memory_size, replay_batch_size, pixel_stats, augment, seed)
-        self.temperature = _positive(temperature, "temperature")
+        self.temperature = positive_number(temperature, "temperature")
         if projection not in PROJECTIONS:
             raise ValueError(f"strategy.params.projection={projection!r} is not allowed; choose one of: {PROJECTIONS}")
-        if isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1:
-            raise ValueError(f"strategy.params.projection_dim={projection_dim!r} is not allowed; use >= 1")
-        if isinstance(ce_weight, bool) or not isinstance(ce_weight, int | float) or not ce_weight >= 0:
-            raise ValueError(f"strategy.params.ce_weight={ce_weight!r} is not allowed; use a number >= 0")
         self.projection_kind: Projection = projection
-        self.projection_dim = projection_dim
-        self.ce_weight = float(ce_weight)
+        self.projection_dim = positive_integer(projection_dim, "projection_dim")
+        self.ce_weight = non_negative_number(ce_weight, "ce_weight")
         self.projection: nn.Module | None = None
         self._means: tuple[torch.Tensor, torch.Tensor] | None = None  # NCM cache, dropped whenever training moves on
         self.ncm_batch_size = 512

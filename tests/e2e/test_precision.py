@@ -40,7 +40,7 @@ def test_mixed_precision_runs_end_to_end_on_cpu(precision, tmp_path):
 @pytest.mark.parametrize("name", strategy_names("classifier"))
 def test_every_strategy_trains_under_bf16_and_stores_fp32(name, digits_stream):
     info = digits_stream.info
-    head = getattr(STRATEGIES.get(name), "requires_head", "linear")
+    head = STRATEGIES.get(name).requires_head or "linear"
     model = build_model("mlp", head, info.num_classes, info.input_shape, backbone_kwargs={"hidden": [32]})
     strategy = build_strategy(name)
     autocast = []

@@ -33,7 +33,7 @@ def benchmark():
 
 
 def fresh_model(name: str):
-    head = getattr(STRATEGIES.get(name), "requires_head", "linear")
+    head = STRATEGIES.get(name).requires_head or "linear"
     torch.manual_seed(0)
     return build_model("mlp", head, num_classes=10, input_shape=(1, 8, 8), backbone_kwargs={"hidden": [32]})
 

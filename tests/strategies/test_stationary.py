@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from lifelong.models import build_model
 from lifelong.models.dsimplex import dsimplex_prototypes, retrieval_features
 from lifelong.strategies import STRATEGIES, build_strategy
-from lifelong.strategies.stationary import FrozenSnapshot, cl2r_lambda, cosine_distillation, parse_replacements
+from lifelong.strategies.replacement import parse_replacements
+from lifelong.strategies.stationary import cl2r_lambda, cosine_distillation
+from lifelong.strategies.teacher import FrozenSnapshot
 
 
 @pytest.fixture

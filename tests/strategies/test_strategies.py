@@ -17,7 +17,7 @@ NAMES = strategy_names("classifier")
 
 def model_for(name, stream, tiny_model):
     """The tiny model, or one with the head a strategy requires (e.g. the d-Simplex methods)."""
-    head = getattr(STRATEGIES.get(name), "requires_head", "linear")
+    head = STRATEGIES.get(name).requires_head or "linear"
     if head == "linear":
         return tiny_model
     info = stream.info
