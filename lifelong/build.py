@@ -40,7 +40,7 @@ from lifelong.metrics.evaluators import EVALUATORS
 from lifelong.models import HEADS, build_av_model, build_model, model_family, validate_backbone
 from lifelong.models.av_models import AUDIO_VIDEO, AV_MODELS, av_model_config
 from lifelong.module import ContinualModule
-from lifelong.strategies import STRATEGIES, Strategy
+from lifelong.strategies import STRATEGIES, Strategy, check_head
 
 EVALUATOR_OF_FAMILY = {"classifier": "accuracy", AUDIO_VIDEO: "retrieval"}
 # Stream keys that only split a labelled dataset; an audio-video dataset defines its own tasks.
@@ -57,12 +57,8 @@ def check_names(cfg: ExperimentConfig) -> None:
             f"strategy.name={cfg.strategy.name!r} trains {strategy.model_family} models, but "
             f"model.backbone={cfg.model.backbone!r} is a {family} model; `lifelong list` shows which go together"
         )
-    needed = getattr(strategy, "requires_head", None)
-    if needed is not None and needed != cfg.model.head:
-        raise ConfigError(
-            f"strategy.name={cfg.strategy.name!r} needs model.head={needed!r}; got {cfg.model.head!r} "
-            f"(set model.head={needed})"
-        )
+    if family != AUDIO_VIDEO:
+        check_head(cfg.strategy.name, cfg.model.head)
     for name, params in cfg.analysis.items():
         ANALYSES.check(name, params or {}, f"analysis.{name}")
     if cfg.init.dataset is not None or cfg.init.checkpoint is not None:

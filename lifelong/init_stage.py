@@ -32,7 +32,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 from torch.utils.data import ConcatDataset
 
 from lifelong.config import InitConfig, ModelConfig, to_dict
@@ -110,8 +109,8 @@ def train_init(
     L.seed_everything(seed, workers=True, verbose=False)
     stream = build_av_stream(init.dataset, dict(init.params), seed)
     classes = sorted({c for e in stream.train for c in e.classes})
-    pool = Experience(0, ConcatDataset([e.dataset for e in stream.train]), classes)
-    model = build_av_model(model_cfg.backbone, {**model_cfg.backbone_kwargs, **init.model_kwargs})
+    pool = Experience(0, ConcatDataset([e.dataset for e in stream.train]), classes)  # type: ignore[arg-type]
+    model: Any = build_av_model(model_cfg.backbone, {**model_cfg.backbone_kwargs, **init.model_kwargs})
     loaders = LoaderSettings(batch_size, batch_size, 0, seed, drop_last=True)
     objective = STRATEGIES.build(init.strategy, {}, "init.strategy")
     _fit(model, objective, stream.info, pool, optimizer, loaders, make_trainer(init.epochs))
@@ -125,14 +124,14 @@ def train_init(
     return {"model": model.state_dict(), "avm": warmup.avm_state() if init.avm_epochs > 0 else {}}
 
 
-def _fit(model: nn.Module, strategy: Strategy, info: StreamInfo, pool: Experience, opt, loaders, trainer) -> None:  # noqa: ANN001
+def _fit(model: Any, strategy: Strategy, info: StreamInfo, pool: Experience, opt, loaders, trainer) -> None:  # noqa: ANN001
     strategy.setup(model, info)
     module = ContinualModule(model, strategy, opt, 0, log_every_n_steps=10**9)
     if trainer.max_epochs:
         train_experience(module, pool, trainer, loaders)
 
 
-def apply_initial_state(model: nn.Module, strategy: Strategy, info: StreamInfo, state: dict[str, Any]) -> None:
+def apply_initial_state(model: Any, strategy: Strategy, info: StreamInfo, state: dict[str, Any]) -> None:
     """Load the init checkpoint into ``model`` and, when the strategy has an AVM (FLAVA), the warmed-up AVM."""
     model.load_state_dict(state["model"])
     strategy.setup(model, info)  # builds an AVM if the strategy has one (idempotent for audio-video strategies)

@@ -35,6 +35,7 @@ class ContinualModule(L.LightningModule):
     """
 
     train_steps: torch.Tensor
+    model: Any  # a ContinualClassifier, or an audio-video model: the strategy knows which
 
     def __init__(
         self,

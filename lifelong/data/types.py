@@ -51,11 +51,12 @@ class Experience:
     """One step of a stream: its data, the classes it holds and its task label.
 
     ``dataset`` yields ``(x, y, t)`` triples for labelled streams (a :class:`TensorExperienceDataset`) and
-    dicts of tensors for audio-video streams (see :mod:`lifelong.data.av_streams`).
+    dicts of tensors for audio-video streams (an ``AVPairs`` or a lazy dataset of the same items, see
+    :mod:`lifelong.data.av_streams`); it is typed for the labelled case, which most code reads directly.
     """
 
     index: int
-    dataset: Dataset
+    dataset: TensorExperienceDataset
     classes: list[int]
     task_label: int = 0
 
