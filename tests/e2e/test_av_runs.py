@@ -164,7 +164,9 @@ def matrices(run_dir):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed (gloo)")
 def test_flava_under_two_process_ddp_shards_its_memory(tmp_path):
-    done = cli(tmp_path, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    init = ["init.dataset=av_synthetic", "init.params={train_per_task: 16, tasks: [[4, 5]]}", "init.avm_epochs=1"]
+    done = cli(tmp_path, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", *init)
+    assert len(list((tmp_path / "init").glob("init-*.pt"))) == 1  # the init stage ran under DDP too, rank 0 cached it
     assert done.stdout.count("flava-av_synthetic-s0: 2 experiences") == 1  # rank 1 prints nothing
     (run_dir,) = (tmp_path / "av_small").iterdir()
     for rank in range(2):
