@@ -93,9 +93,9 @@ class FLAVA(AVReplay):
     ) -> None:
         super().__init__(memory_size, replay_batch_size, alpha, seed)
         if not 0 < keep_ratio <= 1:
-            raise ValueError(f"method.params.keep_ratio={keep_ratio} must be in (0, 1]")
+            raise ValueError(f"strategy.params.keep_ratio={keep_ratio} must be in (0, 1]")
         if temperature <= 0 or audio_chunk < 1:
-            raise ValueError("method.params.temperature must be > 0 and audio_chunk >= 1")
+            raise ValueError("strategy.params.temperature must be > 0 and audio_chunk >= 1")
         self.temperature, self.keep_ratio, self.audio_chunk = temperature, keep_ratio, audio_chunk
         self.avm_weight, self.avm_heads, self.avm_warmup_steps = avm_weight, avm_heads, avm_warmup_steps
         self.avm: AVMatching | None = None
@@ -108,7 +108,7 @@ class FLAVA(AVReplay):
         c = model.config
         if c.n_time % self.audio_chunk:
             raise ValueError(
-                f"method.params.audio_chunk={self.audio_chunk} must divide the audio time patches {c.n_time}"
+                f"strategy.params.audio_chunk={self.audio_chunk} must divide the audio time patches {c.n_time}"
             )
         if self.avm is None:
             self.avm = AVMatching(c.embed_dim, self.avm_heads or c.num_heads)
