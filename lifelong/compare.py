@@ -83,17 +83,29 @@ def group_runs(rows: Sequence[RunRow], by: str | None = None) -> list[Group]:
         groups.setdefault(key, Group(key)).runs.append(row)
     ordered = list(groups.values())
     if by is None:
-        keys = differing_keys([g.runs[0].params for g in ordered])
-        for group in ordered:
-            params = group.runs[0].params
-            name = params.get("strategy.name", "?")
-            detail = _describe([k for k in keys if k != "strategy.name"], params)
-            group.label = f"{name} ({detail})" if detail else name
+        _label(ordered)
     else:
         for group in ordered:
             group.label = f"{by}={group.key}"
             group.within = differing_keys([run.params for run in group.runs])
     return sorted(ordered, key=lambda g: g.label)
+
+
+def _label(groups: Sequence[Group]) -> None:
+    """``<strategy> (<key>=<value>, ...)``: the keys in which a setting differs from the others.
+
+    Strategy parameters are compared among the settings of the same strategy (another strategy has
+    other parameters); every other key among all settings.
+    """
+    configs = [g.runs[0].params for g in groups]
+    shared = [k for k in differing_keys(configs) if not k.startswith("strategy.")]
+    for group in groups:
+        params = group.runs[0].params
+        name = params.get("strategy.name", "?")
+        same = [c for c in configs if c.get("strategy.name", "?") == name]
+        own = [k for k in differing_keys(same) if k.startswith("strategy.params.")]
+        detail = _describe([k for k in own + shared if k in params], params)
+        group.label = f"{name} ({detail})" if detail else name
 
 
 def mean_std(values: Sequence[float], empty: str = "-") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ class RunListener:
         quiet: bool = False,
         run_dir: Path | None = None,
         analyses: dict[str, Analysis] | None = None,
+        on_model: Callable[[int], object] | None = None,
     ) -> None:
         self.tracker = tracker
+        self.on_model = on_model  # logs the model after an experience (lifelong.model_io.ModelLogger)
         self.quiet = quiet
         self.run_dir = run_dir
         self.analyses = analyses or {}
@@ -57,6 +60,8 @@ class RunListener:
                 values = {f"eval/init_acc/exp{j}": a for j, a in enumerate(accuracies)}
             values.update({f"stream/{k}": v for k, v in metrics.items()})
             self.tracker.log_metrics(values, step)
+        if self.on_model is not None and after >= 0:
+            self.on_model(after)
         if not self.quiet and after >= 0:
             seen = accuracies[: after + 1]
             print(f"{self._line} | acc on seen {sum(seen) / len(seen):.3f} | avg_acc {metrics.get('avg_acc', 0):.3f}")
