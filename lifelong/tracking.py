@@ -427,6 +427,10 @@ def sync_run(run_dir: Path, uri: str | None = None) -> dict[str, Any]:
     root = Path(meta["artifact_root"]) if meta.get("artifact_root") else None
     tracker = MlflowTracker(uri or meta["uri"], meta["experiment"], meta["run_name"], root, journal.directory)
     report = tracker.sync()
+    try:
+        report["extras"] = send_pending_extras(tracker)  # the stream input and models it could not send
+    except Exception as err:  # noqa: BLE001
+        raise tracking_error(tracker.uri, err) from None
     report["journal_status"] = meta.get("status")
     return report
 
@@ -544,12 +548,22 @@ class SystemMetrics:
             print(f"warning: system metrics are off ({err})", file=sys.stderr)
             self.monitor = None
 
-    def stop(self) -> None:
-        """Stop sampling and send what is left (before the run is ended)."""
-        if self.monitor is not None:
-            with contextlib.suppress(Exception):
-                self.monitor.finish()
-            self.monitor = None
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop sampling and send what is left (before the run is ended); waits at most ``timeout`` seconds.
+
+        A sampler stuck on a lost server (MLflow retries for minutes) is left behind as a daemon thread.
+        """
+        monitor, self.monitor = self.monitor, None
+        if monitor is None:
+            return
+        with contextlib.suppress(Exception):
+            monitor._shutdown_event.set()
+            thread = monitor._process
+            if thread is not None:
+                thread.join(timeout)
+            if thread is None or not thread.is_alive():
+                with http_limits():
+                    monitor.mlflow_logger.flush()
 
 
 def start_parent_run(
