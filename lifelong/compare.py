@@ -86,7 +86,7 @@ def group_runs(rows: Sequence[RunRow], by: str | None = None) -> list[Group]:
         _label(ordered)
     else:
         for group in ordered:
-            group.label = f"{by}={group.key}"
+            group.label = group.key
             group.within = differing_keys([run.params for run in group.runs])
     return sorted(ordered, key=lambda g: g.label)
 
@@ -131,7 +131,8 @@ def compare_table(rows: Sequence[RunRow], by: str | None = None, metrics: Sequen
         cells = [mean_std(group.values(m)) for m in names]
         lines.append(f"| {group.label} | {config} | {len(group.runs)} | {group.seeds} | " + " | ".join(cells) + " |")
         if group.within:
-            notes.append(f"- {group.label} pools runs that differ in: {_describe(group.within, {})}".replace("=∅", ""))
+            keys = ", ".join(k.removeprefix("strategy.params.") for k in group.within)
+            notes.append(f"- {by}={group.label} pools runs that differ in: {keys}")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -672,9 +672,3 @@ def _moved(old: Path, root: Path) -> Path:
         if candidate.is_dir():
             return candidate
     return old
-
-
-def run_record(uri: str, run_id: str) -> dict[str, Any]:
-    """A run's params, tags and metrics as plain dicts."""
-    run = client_for(uri).get_run(run_id)
-    return {"params": dict(run.data.params), "tags": dict(run.data.tags), "metrics": dict(run.data.metrics)}

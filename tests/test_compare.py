@@ -45,7 +45,7 @@ def test_a_repeated_seed_is_shown_not_hidden():
 def test_by_key_pools_settings_and_says_how_they_differ():
     rows = [RunRow("a", params(), {"avg_acc": 0.5}), RunRow("b", params(strategy__params__memory_size="10"), {})]
     table = compare_table(rows, by="strategy.name")
-    assert "| strategy.name=er | 2 configs | 2 | 0×2 |" in table
+    assert "| er | 2 configs | 2 | 0×2 |" in table
     assert "pools runs that differ in: memory_size" in table
     with pytest.raises(ValueError, match="--by 'nope'"):
         compare_table(rows, by="nope")

@@ -98,7 +98,7 @@ def test_compare_gives_one_row_per_config(store, tmp_path, capsys):
     mean = statistics.fmean(r.data.metrics["stream/avg_acc"] for r in nested)
     assert f"| {mean:.4f} ± " in three  # avg_acc is the first metric column
     assert main(["compare", "quickstart", "--uri", uri, "--out", str(out), "--by", "strategy.name"]) == 0
-    assert "| strategy.name=er | 2 configs | 4 | 0×2,1,2 |" in out.read_text()
+    assert "| er | 2 configs | 4 | 0×2,1,2 |" in out.read_text()
 
 
 def test_report_gives_one_row_per_config(store, tmp_path):
@@ -134,3 +134,13 @@ def test_a_run_records_resolved_params_stream_input_source_and_system_metrics(st
         assert run.data.tags["git.commit"] == head.stdout.strip()
         assert run.data.tags["mlflow.source.git.commit"] == head.stdout.strip()
     assert any(key.startswith("system/cpu") for key in run.data.metrics)
+
+
+def test_load_model_from_a_run_directory_takes_its_last_model(store):
+    _, _, runs = store
+    _, children = split(runs)
+    run = children[0]
+    model = lifelong.load_model(run.data.tags["lifelong.run_dir"])  # the journal names the run and the store
+    last = max(run.outputs.model_outputs, key=lambda o: o.step)
+    assert model.model_id == last.model_id
+    assert model.experience == last.step == 1
