@@ -24,6 +24,8 @@ SETTINGS = {
     "er": ["strategy.params={memory_size: 50}"],
     # SCR owns prediction: the nearest class mean of its memory's features (state of the strategy, not the model)
     "scr": ["strategy.name=scr", "strategy.params={memory_size: 50, replay_batch_size: 16}"],
+    # PCR: nearest proxy among the classes trained on so far (the mask is the strategy's state)
+    "pcr": ["strategy.name=pcr", "model.head=cosine", "strategy.params={memory_size: 50, replay_batch_size: 16}"],
 }
 
 
@@ -81,6 +83,15 @@ def test_reloaded_model_reproduces_the_last_row_exactly(moved_store, name):
     assert [stored[f"eval/acc/exp{j}"] for j in range(T)] == matrix[T - 1].tolist()
     assert accuracies(model, cfg) == matrix[T - 1].tolist()
     assert seconds < 30
+
+
+@pytest.mark.parametrize("name", ["scr", "pcr"])
+def test_the_model_after_the_first_experience_reproduces_its_row(moved_store, name):
+    uri, done = moved_store
+    run_id, matrix, cfg = done[name]
+    model = lifelong.load_model(run_id, experience=0, uri=uri)
+    assert accuracies(model, cfg) == matrix[0].tolist()
+    assert matrix[0, 1] == 0.0  # the classes of experience 1 are never predicted yet
 
 
 def test_each_experience_has_its_model_linked_to_its_step(moved_store):
