@@ -551,7 +551,9 @@ class SystemMetrics:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop sampling and send what is left (before the run is ended); waits at most ``timeout`` seconds.
 
-        A sampler stuck on a lost server (MLflow retries for minutes) is left behind as a daemon thread.
+        The samples taken since the last interval are sent too (MLflow's monitor drops them), so a
+        run shorter than one interval still gets its ``system/*`` values. A sampler stuck on a lost
+        server (MLflow retries for minutes) is left behind as a daemon thread.
         """
         monitor, self.monitor = self.monitor, None
         if monitor is None:
@@ -562,6 +564,10 @@ class SystemMetrics:
             if thread is not None:
                 thread.join(timeout)
             if thread is None or not thread.is_alive():
+                if not any(m.metrics for m in monitor.monitors):  # nothing sampled yet: take one sample now
+                    monitor.collect_metrics()
+                if last := monitor.aggregate_metrics():
+                    monitor.publish_metrics(last)
                 with http_limits():
                     monitor.mlflow_logger.flush()
 
@@ -569,26 +575,39 @@ class SystemMetrics:
 def start_parent_run(
     uri: str, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str], artifact_root: Path | None
 ) -> str:
-    """Create the parent run of a multi-seed invocation (its seeds become nested runs); returns its id."""
-    client = client_for(uri)
-    experiment_id = ensure_experiment(client, experiment, artifact_root if is_local(uri) else None)
-    all_tags = {"lifelong.version": lifelong.__version__, **package_git_info(), **tags}
-    with http_limits():
-        run = client.create_run(experiment_id, start_time=now_ms(), tags=all_tags, run_name=run_name)
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            client.log_batch(run.info.run_id, params=items[start : start + 100])
+    """Create the parent run of a multi-seed invocation (its seeds become nested runs); returns its id.
+
+    Raises:
+        TrackingError: the store cannot be reached (before any training).
+
+    """
+    if (reason := unreachable(uri, START_TIMEOUT)) is not None:
+        raise tracking_error(uri, reason)
+    try:
+        client = client_for(uri)
+        experiment_id = ensure_experiment(client, experiment, artifact_root if is_local(uri) else None)
+        all_tags = {"lifelong.version": lifelong.__version__, **package_git_info(), **tags}
+        with http_limits():
+            run = client.create_run(experiment_id, start_time=now_ms(), tags=all_tags, run_name=run_name)
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            for start in range(0, len(items), 100):
+                client.log_batch(run.info.run_id, params=items[start : start + 100])
+    except Exception as err:  # noqa: BLE001 - any failure of the store at start is the user's to fix
+        raise tracking_error(uri, err) from None
     return run.info.run_id
 
 
 def end_parent_run(uri: str, run_id: str, metrics: dict[str, float], status: str) -> None:
-    """Log the parent's aggregate metrics and close it with ``status``."""
+    """Log the parent's aggregate metrics and close it with ``status`` (a warning if the store is away)."""
     client = client_for(uri)
     stamp = now_ms()
-    with http_limits():
-        if metrics:
-            client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
-        client.set_terminated(run_id, status=status)
+    try:
+        with http_limits():
+            if metrics:
+                client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+            client.set_terminated(run_id, status=status)
+    except Exception as err:  # noqa: BLE001 - the seeds' runs are done and journaled; only the summary is lost
+        print(f"warning: the parent run {run_id} at {uri} could not be closed ({err})", file=sys.stderr)
 
 
 def experiment_id_of(uri: str, experiment: str | None = None) -> str | None:

@@ -33,7 +33,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root}/mlflow.db"
     where = [f"output_dir={root}", f"tracking.uri={uri}"]
     before = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # a sample per second: these runs are short
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "60"  # longer than the runs: the final sample is the one
     try:
         assert main(["run", "experiments/quickstart.yaml", *BASE, *where, "--seeds", "0,1,2", "--quiet"]) == 0
         assert main(["run", "experiments/quickstart.yaml", *BASE, *where, "strategy.params.memory_size=10"]) == 0
@@ -144,3 +144,16 @@ def test_load_model_from_a_run_directory_takes_its_last_model(store):
     last = max(run.outputs.model_outputs, key=lambda o: o.step)
     assert model.model_id == last.model_id
     assert model.experience == last.step == 1
+
+
+def test_several_seeds_with_an_unreachable_server_fail_before_training(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    argv = ["run", "experiments/quickstart.yaml", f"output_dir={tmp_path}", f"tracking.uri={uri}", "--seeds", "0,1"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: MLflow tracking at {uri} is unreachable")
+    assert not (tmp_path / "quickstart").exists()
