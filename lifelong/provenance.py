@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lifelong import config as config_lib
 from lifelong.config import ExperimentConfig
 from lifelong.data.types import Stream
@@ -98,7 +100,7 @@ def run_tags(cfg: ExperimentConfig, parent_run_id: str | None = None) -> dict[st
     return tags
 
 
-def _tensor_digest(hasher: Any, tensor: Any) -> None:
+def _tensor_digest(hasher: Any, tensor: torch.Tensor) -> None:
     hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
 
@@ -113,8 +115,10 @@ def stream_input(cfg: ExperimentConfig, stream: Stream) -> dict[str, Any]:
     for part in (stream.train, stream.test):
         for experience in part:
             data = experience.dataset
-            for tensor in (data.x, data.y, data.t):
-                _tensor_digest(hasher, tensor)
+            hasher.update(str(len(data)).encode())
+            for name in ("x", "y", "t"):  # in-memory streams; other datasets are named by their counts only
+                if isinstance(tensor := getattr(data, name, None), torch.Tensor):
+                    _tensor_digest(hasher, tensor)
     info = stream.info
     profile = {
         "scenario": info.scenario,
