@@ -118,16 +118,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
         print(format_result(result))
     if cfg.tracking.enabled:
-        print(f"\nMLflow UI: just ui {cfg.experiment_name}   (or: lifelong ui {cfg.experiment_name}{_uri_option(cfg)})")
+        print("\n" + _ui_hint(cfg))
     return 0
 
 
-def _uri_option(cfg) -> str:  # noqa: ANN001
-    """`` --uri ...`` when the run's store is not the one ``lifelong ui`` opens by default."""
-    from lifelong.tracking import resolve_uri
+def _ui_hint(cfg) -> str:  # noqa: ANN001
+    """How to open the experiment's runs in the MLflow UI (``--uri`` when the store is not the default one)."""
+    from lifelong.tracking import experiment_id_of, resolve_uri
+    from lifelong.ui import runs_url
 
     uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
-    return "" if uri == resolve_uri(None) else f" --uri {uri}"
+    option = "" if uri == resolve_uri(None) else f" --uri {uri}"
+    hint = f"MLflow UI: just ui {cfg.experiment_name}   (or: lifelong ui {cfg.experiment_name}{option})"
+    try:
+        experiment_id = experiment_id_of(uri, cfg.experiment_name)
+    except Exception:  # noqa: BLE001 - a hint never fails a finished run
+        return hint
+    return hint + f"\n  opens {runs_url('127.0.0.1', 5000, experiment_id)}"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

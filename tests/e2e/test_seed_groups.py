@@ -157,3 +157,13 @@ def test_several_seeds_with_an_unreachable_server_fail_before_training(tmp_path,
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith(f"error: MLflow tracking at {uri} is unreachable")
     assert not (tmp_path / "quickstart").exists()
+
+
+def test_the_hint_after_a_run_points_at_the_experiments_runs(store):
+    from lifelong.cli import _ui_hint
+
+    root, uri, runs = store
+    cfg = config.load("experiments/quickstart.yaml", [f"output_dir={root}", f"tracking.uri={uri}"])
+    hint = _ui_hint(cfg)
+    assert f"lifelong ui quickstart --uri {uri}" in hint
+    assert f"#/experiments/{runs[0].info.experiment_id}/runs?workflowType=machine_learning" in hint
