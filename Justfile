@@ -20,9 +20,9 @@ lint:
     ruff format --check lifelong tests benchmarks examples
     mypy
 
-# the MLflow UI on the project's store (runs/mlflow.db)
-ui port="5000":
-    mlflow ui --backend-store-uri sqlite:///$(pwd)/runs/mlflow.db --host 127.0.0.1 --port {{port}}
+# the MLflow UI on the project's store (runs/mlflow.db), opened on an experiment's runs table, e.g. `just ui quickstart`
+ui experiment="" port="5000":
+    lifelong ui {{experiment}} --port {{port}}
 
 # online-ER throughput vs a plain PyTorch loop and Avalanche (tables + JSON under benchmarks/results; ~15 min on 2 cores)
 bench:

@@ -1,7 +1,7 @@
 """lifelong: continual- and lifelong-learning on PyTorch Lightning.
 
 Public API: ``load_config`` (YAML + overrides -> validated config), ``run`` (one seed),
-``ConfigError``. Everything heavy is imported lazily.
+``load_model`` (a run's model from the MLflow store), ``ConfigError``. Everything heavy is imported lazily.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from lifelong.errors import ConfigError, DataError
 from lifelong.version import __version__
 
-__all__ = ["ConfigError", "DataError", "__version__", "load_config", "run"]
+__all__ = ["ConfigError", "DataError", "__version__", "load_config", "load_model", "run"]
 
 if TYPE_CHECKING:
     from lifelong.config import ExperimentConfig
+    from lifelong.model_io import LoadedModel
     from lifelong.run import RunResult
 
 
@@ -30,3 +31,10 @@ def run(cfg: ExperimentConfig, quiet: bool = False) -> RunResult:
     from lifelong.run import run as _run
 
     return _run(cfg, quiet=quiet)
+
+
+def load_model(run: Any, experience: int | None = None, uri: str | None = None) -> LoadedModel:
+    """A run's model after ``experience`` (default: the last), from the MLflow store (see ``lifelong.model_io``)."""
+    from lifelong.model_io import load_model as _load_model
+
+    return _load_model(run, experience, uri)

@@ -32,7 +32,7 @@ from lifelong.data import (
     resolve_root,
     stream_from_avalanche,
 )
-from lifelong.data.types import Stream
+from lifelong.data.types import Stream, StreamInfo
 from lifelong.errors import ConfigError, unknown_choice
 from lifelong.init_stage import apply_initial_state, initial_state
 from lifelong.loop import LoaderSettings
@@ -171,7 +171,7 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
     numbers whether the init checkpoint was trained now or loaded.
     """
     stream = build_run_stream(cfg)
-    model = build_run_model(cfg, stream)
+    model = build_run_model(cfg, stream.info)
     strategy: Strategy = STRATEGIES.build(cfg.strategy.name, dict(cfg.strategy.params), "strategy.params", cfg.seed)
     if cfg.init.dataset is not None or cfg.init.checkpoint is not None:
         init = cfg.init
@@ -217,18 +217,18 @@ def build_run_stream(cfg: ExperimentConfig) -> Stream:
     )
 
 
-def build_run_model(cfg: ExperimentConfig, stream: Stream) -> nn.Module:
-    """The model of ``cfg`` for ``stream`` (freshly initialised)."""
+def build_run_model(cfg: ExperimentConfig, info: StreamInfo) -> nn.Module:
+    """The model of ``cfg`` for a stream described by ``info`` (freshly initialised; no data is read)."""
     m = cfg.model
     if model_family(m.backbone) == AUDIO_VIDEO:
         return build_av_model(m.backbone, dict(m.backbone_kwargs))
     return build_model(
         m.backbone,
         m.head,
-        num_classes=stream.info.num_classes,
-        input_shape=stream.info.input_shape,
+        num_classes=info.num_classes,
+        input_shape=info.input_shape,
         multi_head=m.multi_head,
-        n_tasks=stream.info.n_experiences,
+        n_tasks=info.n_experiences,
         backbone_kwargs=dict(m.backbone_kwargs),
         head_kwargs=dict(m.head_kwargs),
     )

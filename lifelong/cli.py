@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -40,10 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
     sub.add_parser("list", help="registered strategies, datasets, scenarios, backbones and heads")
-    compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per strategy")
+    compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per config (digest)")
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
     compare.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
     compare.add_argument("--out", default=None, help="markdown file (default: runs/<experiment>/compare.md)")
+    compare.add_argument(
+        "--by", default=None, metavar="KEY", help="group by this param (e.g. strategy.name), not by config digest"
+    )
+    ui = sub.add_parser("ui", help="the MLflow UI on the runs store, opened on an experiment's runs")
+    ui.add_argument("experiment", nargs="?", default=None, help="experiment name (default: the latest run's)")
+    ui.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
     sync = sub.add_parser("sync", help="upload what a run kept locally while the tracking server was away")
     sync.add_argument("run_dir", help="the run directory (it holds tracking/run.json)")
     sync.add_argument("--uri", default=None, help="tracking URI (default: the one the run used)")
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
-        commands.update(sync=cmd_sync, pretrain=cmd_run)
+        commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui)
         return commands[args.command](args)
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -113,9 +121,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     for result in results:
         print()
         print(format_result(result))
-    store = results[0].config.output_dir
-    print(f"\nMLflow UI: just ui   (or: mlflow ui --backend-store-uri sqlite:///{Path(store).resolve()}/mlflow.db)")
+    if cfg.tracking.enabled:
+        print("\n" + _ui_hint(cfg))
     return 0
+
+
+def _ui_hint(cfg) -> str:  # noqa: ANN001
+    """How to open the experiment's runs in the MLflow UI (``--uri`` when the store is not the default one)."""
+    from lifelong.tracking import experiment_id_of, resolve_uri
+    from lifelong.ui import runs_url
+
+    uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
+    option = "" if uri == resolve_uri(None) else f" --uri {uri}"
+    hint = f"MLflow UI: just ui {cfg.experiment_name}   (or: lifelong ui {cfg.experiment_name}{option})"
+    try:
+        experiment_id = experiment_id_of(uri, cfg.experiment_name)
+    except Exception:  # noqa: BLE001 - a hint never fails a finished run
+        return hint
+    return hint + f"\n  opens {runs_url('127.0.0.1', 5000, experiment_id)}"
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from lifelong.ui import serve
+
+    return serve(args.uri, args.experiment, args.host, args.port, browser=not args.no_browser)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -192,40 +221,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lifelong.compare import compare_table, rows_from_records
     from lifelong.tracking import resolve_uri, stream_metric_table
 
-    rows = stream_metric_table(resolve_uri(args.uri), args.experiment)
+    rows = rows_from_records(stream_metric_table(resolve_uri(args.uri), args.experiment))
     if not rows:
         print(f"experiment {args.experiment!r} has no finished runs yet")
         return 1
-    table = compare_table(rows)
+    try:
+        table = compare_table(rows, by=args.by)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     print(table)
     out = Path(args.out) if args.out else Path("runs") / args.experiment / "compare.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {args.experiment}\n\n{table}\n")
     print(f"\nwritten to {out}")
     return 0
-
-
-def compare_table(rows: list[dict]) -> str:
-    """A markdown table: one row per strategy, mean ± std over its runs of each stream metric."""
-    metrics = sorted({k for row in rows for k in row if k not in ("strategy", "seed", "run_name")})
-    by_strategy: dict[str, list[dict]] = {}
-    for row in rows:
-        by_strategy.setdefault(row["strategy"], []).append(row)
-    header = "| strategy | runs | " + " | ".join(metrics) + " |"
-    lines = [header, "|" + "---|" * (len(metrics) + 2)]
-    for strategy, group in sorted(by_strategy.items()):
-        cells = [_mean_std([r[m] for r in group if m in r]) for m in metrics]
-        lines.append(f"| {strategy} | {len(group)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
 
 
 if __name__ == "__main__":

@@ -110,9 +110,13 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
+    """``log_models``: log the model after each experience; ``system_metrics``: CPU/GPU/memory as ``system/*``."""
+
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
+    log_models: bool = True
+    system_metrics: bool = True
 
 
 @dataclass

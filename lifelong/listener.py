@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ class RunListener:
         quiet: bool = False,
         run_dir: Path | None = None,
         analyses: dict[str, Analysis] | None = None,
+        on_model: Callable[[int], object] | None = None,
     ) -> None:
         self.tracker = tracker
+        self.on_model = on_model  # logs the model after an experience (lifelong.model_io.ModelLogger)
         self.quiet = quiet
         self.run_dir = run_dir
         self.analyses = analyses or {}
@@ -56,6 +59,8 @@ class RunListener:
             values = {f"{prefix}{name}/exp{j}": v for name, row in scores.items() for j, v in enumerate(row)}
             values.update({f"stream/{k}": v for k, v in metrics.items()})
             self.tracker.log_metrics(values, max(after, 0))
+        if self.on_model is not None and after >= 0:
+            self.on_model(after)
         if not self.quiet and after >= 0:
             primary = matrices.names[0]
             seen = scores[primary][: after + 1]

@@ -19,8 +19,6 @@ import csv
 import html
 import json
 import math
-import re
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,9 +101,9 @@ class RunRecord:
     primary: str = ACCURACY  # the score of ``matrix``
 
     @property
-    def group(self) -> str:
-        """The setting the run belongs to: its name without the ``-s<seed>`` suffix."""
-        return re.sub(r"-s\d+$", "", self.name)
+    def params(self) -> dict[str, str]:
+        """The run's flat resolved config with defaults, as its MLflow params hold it (for grouping by digest)."""
+        return _resolved_params(self.path / "config.yaml", self.config)
 
     def final_metrics(self) -> dict[str, float]:
         """Stream metrics of ``summary.json`` plus the last CKA and probe values."""
@@ -332,26 +330,43 @@ def _rows(table: Table) -> list[list[Any]]:
     return [[label, *values] for label, values in table.rows]
 
 
-def _mean_std(values: list[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return "–"
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return f"{statistics.fmean(finite):.4f} ± {std:.4f}"
+def _resolved_params(path: Path, raw: dict[str, Any]) -> dict[str, str]:
+    """The resolved params of a run's ``config.yaml``; a config this version cannot load is flattened as it is."""
+    from lifelong import config as config_lib
+    from lifelong.errors import ConfigError
+    from lifelong.provenance import resolved_params
+
+    try:
+        return resolved_params(config_lib.load(path))
+    except ConfigError:
+        out: dict[str, str] = {}
+
+        def walk(node: Any, prefix: str) -> None:
+            if isinstance(node, dict) and node:
+                for key, value in node.items():
+                    walk(value, f"{prefix}{key}.")
+            else:
+                out[prefix[:-1]] = str(node)
+
+        walk(raw, "")
+        return out
 
 
 def _comparison(runs: list[RunRecord]) -> str:
-    groups: dict[str, list[RunRecord]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
+    from lifelong.compare import RunRow, group_runs, mean_std
+    from lifelong.digest import short_digest
+
+    groups = group_runs([RunRow(run.name, run.params, run.final_metrics()) for run in runs])
     metrics = sorted({k for run in runs for k in run.final_metrics()})
     rows = [
-        [group, str(len(members)), *(_mean_std([r.final_metrics().get(m, math.nan) for r in members]) for m in metrics)]
-        for group, members in groups.items()
+        [group.label, short_digest(group.runs[0].params), str(len(group.runs)), group.seeds]
+        + [mean_std(group.values(m), empty="–") for m in metrics]
+        for group in groups
     ]
-    parts = ['<section id="comparison"><h2>Comparison (mean ± std over runs)</h2>']
+    parts = ['<section id="comparison"><h2>Comparison (mean ± std over the seeds of each config)</h2>']
     parts.append('<div class="wide">')
-    parts.append(_html_table("summary-table", "summary-table", ["setting", "runs", *metrics], rows))
+    header = ["setting", "config", "runs", "seeds", *metrics]
+    parts.append(_html_table("summary-table", "summary-table", header, rows))
     parts.append("</div>")
     longest = max((r.matrix.rows_filled for r in runs if r.matrix is not None), default=0)
     if longest:

@@ -31,6 +31,7 @@ from lifelong.listener import RunListener
 from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
+from lifelong.provenance import RunExtras, SeedGroup, resolved_params, run_tags, tracked_run_name
 from lifelong.signals import StopRequest
 from lifelong.tracking import START_TIMEOUT, MlflowTracker, resolve_uri, run_dir_tag, tracking_error, unreachable
 
@@ -105,7 +106,9 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
-def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = None) -> RunResult:
+def run(
+    cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = None, parent: str | None = None
+) -> RunResult:
     """Run one experiment with one seed and track it.
 
     Under DDP every rank calls this; only rank 0 writes the run directory's outputs and talks to MLflow.
@@ -115,6 +118,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         quiet: print nothing but errors.
         resume: continue the stopped run in this run directory (or with this MLflow run id), in the
             same run directory and MLflow run; the config must be the one it started with.
+        parent: the MLflow run id of the parent (several seeds of one invocation) this run is nested in.
 
     """
     check_names(cfg)
@@ -136,11 +140,12 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
     run_dir = previous[0] if previous else (new_run_dir(cfg) if rank == 0 else None)
     tracker = None
     if rank == 0 and cfg.tracking.enabled:
-        tracker = _start_tracker(cfg, uri, run_dir, world_size, resuming=previous is not None)  # type: ignore[arg-type]
+        tracker = _start_tracker(cfg, uri, run_dir, world_size, previous is not None, parent)  # type: ignore[arg-type]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))  # type: ignore[operator]
-    listener = RunListener(tracker, quiet, run_dir, analyses)
+    extras = RunExtras(tracker, cfg, stream, module, run_dir, resuming=previous is not None)
+    listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model)
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
@@ -189,15 +194,22 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         )
         if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
             _write_outputs(result, status, checkpoints.completed)
+        extras.close()
         if tracker:
             tracker.log_run_dir(result.run_dir)
             tracker.end(status)
     return result
 
 
-def _start_tracker(cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: int, resuming: bool) -> MlflowTracker:
+def _start_tracker(
+    cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: int, resuming: bool, parent: str | None = None
+) -> MlflowTracker:
     tracker = MlflowTracker(
-        uri, cfg.experiment_name, cfg.run_name, Path(cfg.output_dir) / "artifacts", journal=run_dir / "tracking"
+        uri,
+        cfg.experiment_name,
+        tracked_run_name(cfg),
+        Path(cfg.output_dir) / "artifacts",
+        journal=run_dir / "tracking",
     )
     if resuming and tracker.journal.meta.get("run_id"):
         tracker.resume()
@@ -208,8 +220,9 @@ def _start_tracker(cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: i
         "precision": cfg.trainer.precision,
         "world_size": str(world_size),
         "lifelong.run_dir": str(run_dir.resolve()),
+        **run_tags(cfg, parent),
     }
-    tracker.start(config_lib.flatten(cfg), tags)
+    tracker.start(resolved_params(cfg), tags)
     return tracker
 
 
@@ -245,4 +258,12 @@ def run_seeds(
         if len(seeds) != 1:
             raise ConfigError(f"--resume continues one run; got --seeds {','.join(map(str, seeds))}")
         return [run(replace(cfg, seed=seeds[0]), quiet=quiet, resume=resume)]
-    return [run(replace(cfg, seed=seed), quiet=quiet) for seed in seeds]
+    group = SeedGroup.start(cfg, seeds)  # several seeds: a parent run with the seeds nested
+    results: list[RunResult] = []
+    try:
+        for seed in seeds:
+            results.append(run(replace(cfg, seed=seed), quiet=quiet, parent=group.run_id if group else None))
+    finally:
+        if group is not None:
+            group.end([r.metrics for r in results], finished=len(results) == len(seeds))
+    return results

@@ -153,31 +153,41 @@ def test_curves_figure_draws_every_curve_and_checks_lengths():
         curves_figure({"a": [0.1, 0.2]}, ["init", "after 0", "after 1"])
 
 
-def copy_run(source: Path, target: Path, name: str, avg_acc: float) -> Path:
+def copy_run(source: Path, target: Path, name: str, avg_acc: float, overrides: list[str] | None = None) -> Path:
+    """A copy of a run folder with another name, final accuracy and (with ``overrides``) config."""
     shutil.copytree(source, target)
     summary = json.loads((target / "summary.json").read_text())
     summary["run_name"] = name
     summary["metrics"]["avg_acc"] = avg_acc
     (target / "summary.json").write_text(json.dumps(summary))
+    if overrides:
+        cfg = config.load(target / "config.yaml", overrides)
+        (target / "config.yaml").write_text(config.to_yaml(cfg))
     return target
 
 
-def test_experiment_report_shows_runs_side_by_side_with_mean_and_std(run_dir, tmp_path):
+def test_experiment_report_groups_runs_by_config_with_mean_and_std(run_dir, tmp_path):
     experiment = tmp_path / "quickstart"
     copy_run(run_dir, experiment / "a", "er-digits-s0", 0.5)
-    copy_run(run_dir, experiment / "b", "er-digits-s1", 0.7)
-    copy_run(run_dir, experiment / "c", "finetune-digits-s0", 0.2)
-    (experiment / "c" / "cka.csv").unlink()
-    (experiment / "c" / "cka.png").unlink()
+    copy_run(run_dir, experiment / "b", "er-digits-s1", 0.7, ["seed=1", "output_dir=elsewhere"])
+    copy_run(run_dir, experiment / "c", "er-digits-s0-again", 0.3, ["strategy.params.memory_size=10"])
+    copy_run(run_dir, experiment / "d", "finetune-digits-s0", 0.2, ["strategy.name=finetune"])
+    (experiment / "d" / "cka.csv").unlink()
+    (experiment / "d" / "cka.png").unlink()
     elements = Elements(write_report(experiment, tmp_path / "experiment.html").read_text())
-    assert {"run0", "run1", "run2", "summary-table", "compare-curves"} <= set(elements.ids)
-    assert "run2-cka-heatmap" not in elements.ids
-    assert "run2-linear-probe-curves" in elements.ids
+    assert {"run0", "run1", "run3", "summary-table", "compare-curves"} <= set(elements.ids)
+    assert "run3-cka-heatmap" not in elements.ids
+    assert "run3-linear-probe-curves" in elements.ids
     table = elements.tables["summary-table"]
     rows = {row[0]: dict(zip(table[0], row, strict=True)) for row in table[1:]}
-    assert rows["er-digits"]["runs"] == "2"
-    assert rows["er-digits"]["avg_acc"] == "0.6000 ± 0.1414"  # mean and sample std of 0.5, 0.7
-    assert rows["finetune-digits"]["avg_acc"] == "0.2000 ± 0.0000"
+    # two memory sizes: two rows, each naming the key in which the settings differ
+    assert set(rows) == {"er (memory_size=200)", "er (memory_size=10)", "finetune"}
+    assert rows["er (memory_size=200)"]["runs"] == "2"
+    assert rows["er (memory_size=200)"]["seeds"] == "0,1"
+    assert rows["er (memory_size=200)"]["avg_acc"] == "0.6000 ± 0.1414"  # mean and sample std of 0.5, 0.7
+    assert rows["er (memory_size=10)"]["avg_acc"] == "0.3000 ± 0.0000"
+    assert rows["finetune"]["avg_acc"] == "0.2000 ± 0.0000"
+    assert rows["er (memory_size=10)"]["config"] != rows["er (memory_size=200)"]["config"]
 
 
 def test_missing_target_is_a_data_error(tmp_path):

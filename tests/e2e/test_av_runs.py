@@ -83,6 +83,22 @@ def test_a_flava_run_through_lifelong_run_is_tracked_like_any_other(tmp_path, ca
         rows = {r["after_exp"]: r for r in csv.DictReader(f)}
     history = client.get_metric_history(found.info.run_id, "eval/a2v_R1/exp1")
     assert {m.step: m.value for m in history}[1] == pytest.approx(float(rows["1"]["exp1"]))
+    # the logged model reloads from the store: it embeds the test pairs as the run's last evaluation did
+    import lifelong
+    from lifelong.metrics.evaluators import RetrievalEvaluator
+    from lifelong.run import build_parts
+
+    loaded = lifelong.load_model(found.info.run_id, uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(loaded.strategy.memory) == 8
+    stream, _ = build_parts(config.load(overrides=overrides(tmp_path)))
+    evaluator = RetrievalEvaluator(2)
+    for j, experience in enumerate(stream.test):
+        batch = {
+            k: torch.stack([experience.dataset[i][k] for i in range(len(experience.dataset))])
+            for k in ("video", "audio", "group")
+        }
+        evaluator.update(loaded.model.eval(), None, batch, j)
+    assert evaluator.compute()["a2v_R1"] == pytest.approx([float(rows["1"]["exp0"]), float(rows["1"]["exp1"])])
     # lifelong report and lifelong compare show the run
     assert main(["report", str(tmp_path / "av_small"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()

@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from lifelong import config
 from lifelong.cli import main
+from lifelong.digest import short_digest
+from lifelong.provenance import resolved_params, tracked_run_name
 from lifelong.run import run
 
 T = 5
@@ -55,7 +57,9 @@ def test_params_tags_and_artifacts(finished):
     client = MlflowClient(uri)
     run_ = client.get_run(result.run_id)
     assert run_.info.status == "FINISHED"
-    assert run_.info.run_name == "er-digits-s0"
+    assert run_.info.run_name == tracked_run_name(result.config)  # er-digits-<digest>-s0
+    assert run_.info.run_name.startswith("er-digits-")
+    assert run_.info.run_name.endswith("-s0")
     assert run_.data.params["strategy.params.memory_size"] == "200"
     assert run_.data.params["stream.dataset"] == "digits"
     assert run_.data.tags["precision"] == "32-true"
@@ -70,11 +74,11 @@ def test_er_learns_split_digits(finished):
     assert result.metrics["avg_acc"] > 0.5  # chance is 0.1 over 10 classes
 
 
-def test_compare_groups_runs_by_strategy(finished, tmp_path, capsys):
+def test_compare_groups_runs_by_config(finished, tmp_path, capsys):
     result, uri = finished
     out = tmp_path / "cmp.md"
     assert main(["compare", "quickstart", "--uri", uri, "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| er | 1 |" in text
+    assert f"| er | {short_digest(resolved_params(result.config))} | 1 | 0 |" in text
     assert "avg_acc" in text
     assert f"{result.metrics['avg_acc']:.4f} ± 0.0000" in text

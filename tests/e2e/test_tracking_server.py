@@ -188,6 +188,9 @@ def test_server_lost_mid_run_then_sync_uploads_everything(server, tmp_path, monk
     }
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert logged.data.metrics["stream/avg_acc"] == pytest.approx(summary["metrics"]["avg_acc"])
+    # the models of the experiences trained while the server was away were kept and sent by sync
+    assert sorted(o.step for o in logged.outputs.model_outputs) == list(range(T))
+    assert not RunJournal.open(result.run_dir).meta.get("pending_models")
     # a second sync has nothing left to send
     assert main(["sync", str(result.run_dir)]) == 0
     assert "sent 0 metric values" in capsys.readouterr().out
