@@ -30,16 +30,18 @@ from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.models import HEADS, build_model, validate_backbone
 from lifelong.module import ContinualModule
 from lifelong.registry import check_kwargs
+from lifelong.safety import check_code, check_writable_dir
 from lifelong.signals import StopRequest
 from lifelong.strategies import STRATEGIES, Strategy, build_strategy
-from lifelong.tracking import START_TIMEOUT, MlflowTracker, resolve_uri, run_dir_tag, tracking_error, unreachable
+from lifelong.tracking import START_TIMEOUT, MlflowTracker, check_store, mark_dead_run, resolve_uri, run_dir_tag
 
 # Keys that may differ between a run and its resumption: they do not change what is computed.
 RESUME_MAY_CHANGE = ("trainer.progress_bar", "train.num_workers", "train.eval_batch_size", "tracking.uri", "output_dir")
 
 
 def check_names(cfg: ExperimentConfig) -> None:
-    """Every registry name and strategy parameter in ``cfg`` exists (before anything is built)."""
+    """Every registry name and strategy parameter in ``cfg`` exists, and code it names is allowed (before anything)."""
+    check_code("stream.avalanche.benchmark", cfg.stream.avalanche.benchmark)
     DATASETS.get(cfg.stream.dataset)
     SCENARIOS.get(cfg.stream.scenario)
     validate_backbone(cfg.model.backbone)
@@ -258,7 +260,12 @@ def locate_run(cfg: ExperimentConfig, target: str, world_size: int) -> tuple[Pat
             f"--resume {target!r} is neither a run directory nor the MLflow run id of a run under "
             f"{Path(cfg.output_dir) / cfg.experiment_name}; pass the run directory that `lifelong run` printed"
         )
-    state = read_state(run_dir)
+    try:
+        state = read_state(run_dir)
+    except ConfigError:
+        if cfg.tracking.enabled:
+            mark_dead_run(run_dir)  # died before its first checkpoint: FAILED, not RUNNING for ever
+        raise
     saved = run_dir / "config.yaml"
     try:
         before = config_lib.flatten(config_lib.load(saved))
@@ -306,14 +313,16 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         raise ConfigError("--resume needs checkpoints; remove checkpoint.enabled=false")
     previous = locate_run(cfg, str(resume), world_size) if resume is not None else None
     uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
-    if rank == 0 and cfg.tracking.enabled and (reason := unreachable(uri, START_TIMEOUT)) is not None:
-        raise tracking_error(uri, reason)  # fail fast, before the data is loaded
+    if rank == 0:
+        check_writable_dir("output_dir", cfg.output_dir)  # fail fast, before the data is loaded
+    if rank == 0 and cfg.tracking.enabled:
+        check_store(uri, START_TIMEOUT)
     stream, module = build_parts(cfg)
     analyses = build_enabled_analyses(cfg, stream)
     run_dir = previous[0] if previous else (new_run_dir(cfg) if rank == 0 else None)
     tracker = None
     if rank == 0 and cfg.tracking.enabled:
-        tracker = _start_tracker(cfg, uri, run_dir, world_size, resuming=previous is not None)  # type: ignore[arg-type]
+        tracker = _start_tracker(cfg, uri, run_dir, world_size, previous[1] if previous else None)  # type: ignore[arg-type]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))  # type: ignore[operator]
@@ -322,6 +331,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
     )
+    checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
     if not quiet:
         print(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
@@ -372,12 +382,14 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
     return result
 
 
-def _start_tracker(cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: int, resuming: bool) -> MlflowTracker:
+def _start_tracker(
+    cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: int, resumed: dict[str, Any] | None
+) -> MlflowTracker:
     tracker = MlflowTracker(
         uri, cfg.experiment_name, cfg.run_name, Path(cfg.output_dir) / "artifacts", journal=run_dir / "tracking"
     )
-    if resuming and tracker.journal.meta.get("run_id"):
-        tracker.resume()
+    if resumed is not None and tracker.journal.meta.get("run_id"):
+        tracker.resume(resumed.get("journal", {}).get("metrics"))
         return tracker
     tags = {
         "strategy": cfg.strategy.name,

@@ -2,7 +2,11 @@
 
 Default store: ``sqlite:///<cwd>/runs/mlflow.db`` with artifacts under ``runs/artifacts``;
 ``MLFLOW_TRACKING_URI`` or an explicit ``uri`` override it (an ``http://`` server works the same).
-Training losses are buffered and sent in batches so tracking never dominates a training step.
+Every value is journaled when it is logged (:mod:`lifelong.journal`) and sent in batches, so
+tracking never dominates a training step. With checkpoints, evaluation values are fsynced before
+the checkpoint that covers them is committed and sent only after that commit; a resumed run drops
+what the journal holds beyond its checkpoint unless MLflow has it already, and never sends a
+(key, step) twice. A run whose process died is marked FAILED by ``lifelong sync`` or ``--resume``.
 
 A tracking server that cannot be reached when a run starts is an error (:class:`TrackingError`,
 before any training). One that goes away later does not stop training: every value is journaled
@@ -13,6 +17,7 @@ in the run directory first (:mod:`lifelong.journal`), sending is retried every
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -32,7 +37,8 @@ import lifelong
 from lifelong.errors import TrackingError, unknown_choice
 from lifelong.journal import RunJournal
 
-FLUSH_EVERY = 200  # buffered metric values per batch request
+FLUSH_EVERY = 200  # metric values per batch request
+SEND_SECONDS = 10.0  # ... or whatever has been logged, this long after the last request
 RETRY_SECONDS = 30.0  # while the server is away, how often sending is tried again
 START_TIMEOUT = 5.0  # seconds the server has to answer when a run starts
 # Few and short HTTP retries (unless the user set these): a lost server must not stall training for minutes.
@@ -60,20 +66,70 @@ def is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:"))
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a SQLite store (``<db>.lock``), so concurrent first runs create it once."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def client_for(uri: str) -> MlflowClient:
-    """A client bound to ``uri``; creates the SQLite file's folder when needed."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    """A client bound to ``uri``; a new SQLite store (and its folder) is created under :func:`store_lock`."""
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """The id of experiment ``name``, created (with local artifacts under ``artifact_root``) if absent."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    with store_lock(client.tracking_uri):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:  # another process (on another machine) created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise err from None
+            return found.experiment_id
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (before any data is loaded) when the store cannot be used: unreachable, or read-only.
+
+    Raises:
+        TrackingError: naming the URI, what is wrong and the ways out.
+
+    """
+    reason = unreachable(uri, timeout)
+    if reason is not None:
+        raise tracking_error(uri, reason)
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("/"))
+    reason = None
+    if path.is_dir() or not folder.is_dir():
+        reason = f"{path if path.is_dir() else folder} is not a file in a folder"
+    elif path.exists() and not os.access(path, os.W_OK):
+        reason = f"{path} is read-only"
+    elif not os.access(folder, os.W_OK):  # SQLite writes its journal next to the database
+        reason = f"{folder} is read-only"
+    if reason is not None:
+        raise TrackingError(
+            f"the MLflow store {path} cannot be written ({reason}); make it writable, point tracking.uri or "
+            "MLFLOW_TRACKING_URI at a writable store, or run without tracking: tracking.enabled=false"
+        )
 
 
 def git_commit() -> str | None:
@@ -100,6 +156,12 @@ def unreachable(uri: str, timeout: float) -> str | None:
 
 def tracking_error(uri: str, reason: object) -> TrackingError:
     """The error for a tracking store that cannot be used, with the ways out."""
+    if is_local(uri):
+        return TrackingError(
+            f"the MLflow store {uri} failed ({' '.join(str(reason).split())[:500]}); check that the file is an "
+            "intact, writable MLflow database, point tracking.uri or MLFLOW_TRACKING_URI at another store, or run "
+            "without tracking: tracking.enabled=false"
+        )
     return TrackingError(
         f"MLflow tracking at {uri} is unreachable or failed ({reason}). Start the server (e.g. `mlflow server "
         "--host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///runs/mlflow.db`), point tracking.uri or "
@@ -153,7 +215,7 @@ class MlflowTracker:
         reason = unreachable(uri, START_TIMEOUT)
         if reason is not None:
             raise tracking_error(uri, reason)
-        self.client = client_for(uri)
+        self.client: MlflowClient = self._now_or_fail(lambda: client_for(uri))
         self.experiment_id: str = self._now_or_fail(
             lambda: ensure_experiment(self.client, experiment, self.artifact_root)
         )
@@ -163,8 +225,11 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.online = True
         self._failed_at = 0.0
-        self._pending: list[dict[str, Any]] = []  # logged since the last flush
-        self._unsent: list[dict[str, Any]] = []  # journaled, not yet on the server
+        self._sent_at = time.monotonic()
+        self._unsent: list[dict[str, Any]] = []  # journaled, not yet on the server (journal values from `sent` on)
+        self._holding = False  # checkpoints are written: evaluation values wait for the commit that covers them
+        self._hold_from: int | None = None  # journal index of the first value waiting for a commit
+        self._skip: set[tuple[str, int]] = set()  # (key, step) MLflow has from a dead attempt: not logged again
 
     def _now_or_fail(self, call: Callable[[], Any]) -> Any:
         try:
@@ -189,6 +254,7 @@ class MlflowTracker:
             )
         )
         self.run_id = run.info.run_id
+        self.journal.try_lock()
         self.journal.meta.update(
             run_id=self.run_id, params=dict(params), tags=all_tags, start_time=started, status="RUNNING"
         )
@@ -196,20 +262,73 @@ class MlflowTracker:
         self._now_or_fail(self._send_params)
         return self.run_id
 
-    def resume(self) -> str:
-        """Continue the journal's run (recreated from the journal if this server does not know it)."""
+    def resume(self, journal_mark: int | None = None) -> str:
+        """Continue the journal's run (recreated from the journal if this server does not know it).
+
+        Args:
+            journal_mark: how many metric values the journal held when the checkpoint the run resumes
+                from was committed; later values belong to work that is done again and are dropped,
+                except those MLflow has already (their (key, step) is then not logged again).
+
+        Raises:
+            TrackingError: another process is running this run, or the store failed.
+
+        """
         if not self.journal.meta.get("run_id"):
             raise TrackingError(f"{self.journal.meta_path} names no MLflow run to continue")
+        if not self.journal.try_lock():
+            raise TrackingError(
+                f"the run in {self.journal.directory.parent if self.journal.directory else '?'} is still running "
+                f"(process {self.journal.holder()} holds its lock); stop it first or wait for it to end"
+            )
         self._now_or_fail(self._ensure_run)
+        if self.mark_dead_failed():
+            self._now_or_fail(self._send_status)
         if not self.journal.sent["params"]:
             self._now_or_fail(self._send_params)
         self._now_or_fail(lambda: self.client.update_run(str(self.run_id), status="RUNNING"))
-        self.journal.meta["status"] = "RUNNING"
+        self.journal.meta.update(status="RUNNING")
+        self.journal.meta.pop("end_time", None)
         self.journal.sent["status"] = False
         self.journal.save()
+        if journal_mark is not None:
+            self._drop_uncommitted(journal_mark)
+            self._holding = True
         self._unsent = self.journal.values(self.journal.sent["metrics"])
         self.flush()
         return str(self.run_id)
+
+    def _drop_uncommitted(self, mark: int) -> None:
+        """Cut the journal back to ``mark`` values, keeping what MLflow already has (and skipping it from now on)."""
+        sent = self.journal.sent["metrics"]
+        if mark > len(self.journal):
+            print(
+                f"warning: {self.journal.metrics_path} holds {len(self.journal)} metric values, the checkpoint "
+                f"recorded {mark}: values logged before the checkpoint may be missing in MLflow",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        beyond = self.journal.values(mark)[: max(sent - mark, 0)]
+        self._skip = {(v["key"], int(v["step"])) for v in beyond}
+        self.journal.truncate(max(mark, sent))
+
+    def mark_dead_failed(self) -> bool:
+        """Mark the run FAILED in the journal if it is RUNNING but no process holds its lock (it was killed).
+
+        Returns:
+            whether it was marked (send the status afterwards).
+
+        """
+        meta = self.journal.meta
+        if meta.get("status") != "RUNNING" or not self.journal.try_lock():
+            return False
+        values = self.journal.values(max(len(self.journal) - 1, 0))
+        ended = int(values[-1]["timestamp"]) if values else int(meta.get("start_time") or now_ms())
+        meta.update(status="FAILED", end_time=ended, died=True)
+        self.journal.sent["status"] = False
+        self.journal.save()
+        return True
 
     def _ensure_run(self) -> None:
         meta = self.journal.meta
@@ -236,14 +355,21 @@ class MlflowTracker:
         self.journal.sent["params"] = True
         self.journal.save()
 
+    def _sendable(self) -> int:
+        """How many of the unsent values may go now (none waiting for a checkpoint commit)."""
+        if self._hold_from is None:
+            return len(self._unsent)
+        return max(0, min(len(self._unsent), self._hold_from - self.journal.sent["metrics"]))
+
     def _send_metrics(self) -> None:
-        while self._unsent:
-            chunk = self._unsent[:1000]
+        while (count := min(self._sendable(), 1000)) > 0:
+            chunk = self._unsent[:count]
             values = [Metric(v["key"], float(v["value"]), int(v["timestamp"]), int(v["step"])) for v in chunk]
             self.client.log_batch(str(self.run_id), metrics=values)
-            del self._unsent[: len(chunk)]
-            self.journal.sent["metrics"] += len(chunk)
+            del self._unsent[:count]
+            self.journal.sent["metrics"] += count
             self.journal.save()
+        self._sent_at = time.monotonic()
 
     def _send_artifacts(self) -> None:
         folder = Path(self.journal.meta["artifacts_dir"])
@@ -297,22 +423,37 @@ class MlflowTracker:
 
     # ------------------------------------------------------------------ public logging API
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer metrics at ``step``; journaled and sent every ``FLUSH_EVERY`` values and on ``flush``."""
+        """Journal metrics at ``step`` now; they are sent every ``FLUSH_EVERY`` values or ``SEND_SECONDS``."""
         timestamp = now_ms()
-        self._pending.extend(
-            {"key": k, "value": float(v), "timestamp": timestamp, "step": int(step)} for k, v in metrics.items()
-        )
-        if len(self._pending) >= FLUSH_EVERY:
+        values = [
+            {"key": k, "value": float(v), "timestamp": timestamp, "step": int(step)}
+            for k, v in metrics.items()
+            if (k, int(step)) not in self._skip
+        ]
+        if self._holding and self._hold_from is None:
+            held = [i for i, v in enumerate(values) if not v["key"].startswith("train/")]
+            if held:
+                self._hold_from = len(self.journal) + held[0]
+        self.journal.append(values)
+        self._unsent.extend(values)
+        if len(self._unsent) >= FLUSH_EVERY or time.monotonic() - self._sent_at >= SEND_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Journal the buffered metrics and send everything not sent yet (if the server is there)."""
-        if self._pending:
-            self.journal.append(self._pending)
-            self._unsent.extend(self._pending)
-            self._pending = []
-        if self._unsent:
+        """Send what is journaled and not sent yet (if the server is there), but nothing awaiting a commit."""
+        if self._sendable():
             self._try(self._send_metrics)
+
+    def barrier(self) -> dict[str, Any]:
+        """Before a checkpoint is committed: fsync the journal; returns how many values it holds (the mark)."""
+        self.journal.sync()
+        self._holding = True
+        return {"metrics": len(self.journal)}
+
+    def committed(self, state: Any) -> None:
+        """A checkpoint covering every value journaled so far is committed: send them."""
+        self._hold_from = None
+        self.flush()
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
         """Upload one file (or a folder's files) to the run (kept for a later ``sync`` if that fails)."""
@@ -340,11 +481,13 @@ class MlflowTracker:
         """Flush and close the run with ``status`` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
             return
+        self._hold_from = None
         self.flush()
         self.journal.meta.update(status=RunStatus.to_string(RunStatus.from_string(status)), end_time=now_ms())
         self.journal.sent["status"] = False
         self.journal.save()
         self._try(self._send_status)
+        self.journal.unlock()
         if not self.online:
             folder = self.journal.directory.parent if self.journal.directory else None
             where = f"is kept in {folder}; upload it later with `lifelong sync {folder}`" if folder else "was lost"
@@ -364,6 +507,7 @@ class MlflowTracker:
             with http_limits():
                 self._ensure_run()
                 report["run_id"] = self.run_id
+                report["died"] = self.mark_dead_failed()
                 if not sent["params"]:
                     self._send_params()
                     report["params"] = True
@@ -401,7 +545,10 @@ def sync_run(run_dir: Path, uri: str | None = None) -> dict[str, Any]:
     meta = journal.meta
     root = Path(meta["artifact_root"]) if meta.get("artifact_root") else None
     tracker = MlflowTracker(uri or meta["uri"], meta["experiment"], meta["run_name"], root, journal.directory)
-    report = tracker.sync()
+    try:
+        report = tracker.sync()
+    finally:
+        tracker.journal.unlock()
     report["journal_status"] = meta.get("status")
     return report
 
@@ -436,3 +583,17 @@ def stream_metric_table(uri: str, experiment: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def mark_dead_run(run_dir: Path) -> bool:
+    """Sync the run in ``run_dir`` if its process died while it was RUNNING, which marks it FAILED.
+
+    Best effort (used on the way to another error): returns whether it was marked.
+    """
+    journal = RunJournal(Path(run_dir) / "tracking")
+    if journal.meta.get("status") != "RUNNING":
+        return False
+    try:
+        return bool(sync_run(Path(run_dir)).get("died"))
+    except Exception:  # noqa: BLE001 - the server may be away; `lifelong sync` reports it later
+        return False

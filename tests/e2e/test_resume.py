@@ -9,6 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lifelong import config, loop
+from lifelong.checkpoint import read_state
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from lifelong.run import run
 
@@ -84,7 +85,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(strategy, by, tmp_path,
     losses = history(uri, killed_id, "train/loss")
     assert [s for s, _ in losses] == sorted({s for s, _ in losses})
     assert losses == history(full.config.tracking.uri, full.run_id, "train/loss")
-    assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["completed"] == T - 1
+    assert read_state(run_dir)["completed"] == T - 1
 
 
 def test_nan_keeps_the_last_good_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
@@ -94,7 +95,7 @@ def test_nan_keeps_the_last_good_checkpoint_and_resume_finishes(tmp_path, monkey
         run(cfg, quiet=True)
     run_dir = info.value.run_dir
     assert info.value.checkpointed == K - 1
-    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    state = read_state(run_dir)
     assert state["completed"] == K - 1
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "FAILED"
     monkeypatch.undo()
