@@ -141,6 +141,21 @@ def test_sigkill_inside_the_commit_and_at_random_points_then_resume(tmp_path):
     assert_same_as_uninterrupted(root, full)
 
 
+def test_a_run_killed_in_its_first_checkpoint_is_marked_failed_by_resume(tmp_path, capsys):
+    code, _, err = finish(launch(tmp_path, crash_at="checkpoint.files@1"))
+    assert code == -signal.SIGKILL, err
+    run_dir = run_dir_of(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (dead,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert dead.info.status == "RUNNING"
+    assert main(["run", *args_for(tmp_path), "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoint" in err
+    assert "state.json is missing (the run died while writing it)" in err
+    assert client.get_run(dead.info.run_id).info.status == "FAILED"
+    assert json.loads((run_dir / "tracking" / "run.json").read_text())["status"] == "FAILED"
+
+
 @pytest.mark.slow
 def test_many_random_sigkills_then_resume(tmp_path):
     rng = random.Random(1515)

@@ -116,3 +116,28 @@ def test_resume_refuses_another_config_or_nothing_to_resume(tmp_path, monkeypatc
         run(cfg, quiet=True, resume="0123456789abcdef")
     with pytest.raises(ConfigError, match="no checkpoint there"):
         run(cfg, quiet=True, resume=tmp_path)
+
+
+def test_a_flipped_byte_in_the_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatch, capsys):
+    full = run(load(tmp_path / "full", "er"), quiet=True)
+    cfg = load(tmp_path / "cut", "er")
+    stop_at(monkeypatch, K, RunInterrupted("SIGTERM", 143))
+    with pytest.raises(RunInterrupted) as info:
+        run(cfg, quiet=True)
+    monkeypatch.undo()
+    run_dir = info.value.run_dir
+    latest = run_dir / "checkpoints" / read_state(run_dir)["generation"]
+    data = bytearray((latest / "rank0.pt").read_bytes())
+    data[len(data) // 3] ^= 0x40  # one bit of one weight (or of the pickle around it)
+    (latest / "rank0.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+
+    resumed = run(cfg, quiet=True, resume=run_dir)
+
+    err = capsys.readouterr().err
+    assert f"{latest / 'rank0.pt'} fails its sha256 checksum" in err
+    assert f"after experience {K - 2}" in err  # the previous generation: one experience is trained again
+    assert torch.equal(resumed.matrix.as_tensor(), full.matrix.as_tensor())
+    client = MlflowClient(cfg.tracking.uri)
+    assert [s for s, _ in history(cfg.tracking.uri, resumed.run_id, "eval/acc/exp0")] == list(range(T))
+    assert client.get_run(resumed.run_id).info.status == "FINISHED"
