@@ -209,7 +209,7 @@ class Generations:
             ConfigError: no generation is usable (each is named with its fault).
 
         """
-        faults = []
+        faults: list[str] = []
         for name in self.candidates():
             fault = self.fault(name)
             if fault is None:
