@@ -24,6 +24,7 @@ from lifelong.config import ExperimentConfig
 from lifelong.data import DATASETS, SCENARIOS, benchmark_from_name, build_stream, resolve_root, stream_from_avalanche
 from lifelong.data.types import Stream
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
+from lifelong.journal import atomic_write_text
 from lifelong.listener import RunListener
 from lifelong.loop import LoaderSettings, run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
@@ -325,7 +326,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         tracker = _start_tracker(cfg, uri, run_dir, world_size, previous[1] if previous else None)  # type: ignore[arg-type]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))  # type: ignore[operator]
+        atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]  # a kill keeps it whole
     listener = RunListener(tracker, quiet, run_dir, analyses)
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
@@ -406,7 +407,7 @@ def _write_outputs(result: RunResult, status: str = "FINISHED", checkpointed: in
     from lifelong.plots import matrix_heatmap
 
     run_dir = result.run_dir
-    (run_dir / "config.yaml").write_text(config_lib.to_yaml(result.config))
+    atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(result.config))
     result.matrix.to_csv(run_dir / "accuracy_matrix.csv")
     matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png", title=f"Accuracy: {result.config.run_name}")
     summary = {
