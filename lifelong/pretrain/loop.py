@@ -316,16 +316,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from lifelong.safety import check_path_name, load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"pretraining config {path} does not exist")
     try:
-        merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(OmegaConf.create(load_yaml(path) or {}), OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path}: {err}".splitlines()[0]) from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} must hold a mapping of the keys {', '.join(TOP_KEYS)}")
+    check_path_name("name", str(cfg.get("name", "pretrain")))  # it becomes a folder name
     for key, value in cfg.items():
         if key not in TOP_KEYS:
             raise unknown_choice("top-level key", key, TOP_KEYS)
