@@ -326,7 +326,7 @@ def run(cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = 
         tracker = _start_tracker(cfg, uri, run_dir, world_size, previous[1] if previous else None)  # type: ignore[arg-type]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]  # a kill keeps it whole
+        atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]
     listener = RunListener(tracker, quiet, run_dir, analyses)
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(

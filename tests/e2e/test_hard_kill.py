@@ -158,8 +158,9 @@ def test_a_run_killed_in_its_first_checkpoint_is_marked_failed_by_resume(tmp_pat
 
 
 @pytest.mark.slow
-def test_many_random_sigkills_then_resume(tmp_path):
-    rng = random.Random(1515)
+@pytest.mark.parametrize("seed", [1515, 7, 42])
+def test_many_random_sigkills_then_resume(seed, tmp_path):
+    rng = random.Random(seed)
     full = reference(tmp_path / "full")
     root = tmp_path / "cut"
     process, kills, delays = launch(root), 0, []
