@@ -40,6 +40,7 @@ from lifelong.metrics.evaluators import EVALUATORS
 from lifelong.models import HEADS, build_av_model, build_model, model_family, validate_backbone
 from lifelong.models.av_models import AUDIO_VIDEO, AV_MODELS, av_model_config
 from lifelong.module import ContinualModule
+from lifelong.safety import check_code
 from lifelong.strategies import STRATEGIES, Strategy, check_head
 
 EVALUATOR_OF_FAMILY = {"classifier": "accuracy", AUDIO_VIDEO: "retrieval"}
@@ -49,6 +50,7 @@ CLASS_SPLIT_KEYS = ("scenario", "n_experiences", "class_order", "train_per_class
 
 def check_names(cfg: ExperimentConfig) -> None:
     """Every registry name and strategy parameter in ``cfg`` exists and fits together (before anything is built)."""
+    check_code("stream.avalanche.benchmark", cfg.stream.avalanche.benchmark)
     family = _check_model(cfg)
     _check_dataset(cfg, family)
     strategy = STRATEGIES.check(cfg.strategy.name, dict(cfg.strategy.params), "strategy.params")

@@ -1,24 +1,28 @@
 """Checkpoints after every experience (DESIGN §4), so a stopped run continues where it stopped.
 
-Layout in the run directory::
+Each checkpoint is one generation of :mod:`lifelong.generations` in ``<run dir>/checkpoints/``,
+committed atomically with a checksum of every file (the previous generation is kept until the
+new one is complete)::
 
-    checkpoints/rank<r>.pt    everything rank r needs to continue (replay memories are per rank)
-    checkpoints/rank<r>.json  what rank r holds: its replay memories' capacity/stored/seen, test samples scored
-    checkpoints/state.json    written last, by rank 0: the experience reached, world size, MLflow run id
+    checkpoints/gen-<n>/rank<r>.pt    everything rank r needs to continue (replay memories are per rank)
+    checkpoints/gen-<n>/rank<r>.json  what rank r holds: its replay memories' capacity/stored/seen, test samples scored
+    checkpoints/gen-<n>/state.json    written last, by rank 0: the experience reached, world size, MLflow run id,
+                                      how many metric values the tracking journal held, the checksums
+    checkpoints/LATEST                the committed generation
 
 A checkpoint holds the module's ``state_dict`` (model, strategy with its buffers and teachers,
 the global step), the score matrices, every analysis's ``state_dict``, the listener's counters
 and the Python / NumPy / torch (CPU and CUDA) random states. The optimizer is not in it: every
-experience starts a fresh one, so no optimizer state crosses an experience boundary. Files are
-written to a temporary name and renamed, so a crash leaves the previous checkpoint intact.
-They are loaded with ``torch.load(weights_only=True)``: strategies keep plain data (tensors,
+experience starts a fresh one, so no optimizer state crosses an experience boundary.
+Before a generation is written, the run's journal (``journal``, the tracker) makes every metric
+evaluated so far durable and says how many values it holds; after the commit it may send them.
+Files are loaded with ``torch.load(weights_only=True)``: strategies keep plain data (tensors,
 numbers, strings, lists, dicts) in their state.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -30,12 +34,12 @@ import torch
 from torch import nn
 
 from lifelong.errors import ConfigError
-from lifelong.journal import atomic_write_text
+from lifelong.faults import crash_point
+from lifelong.generations import Generations
 from lifelong.metrics.score_matrices import ScoreMatrices
 
-FORMAT = 2  # 2: the score matrices of every evaluator (1: one accuracy matrix)
+FORMAT = 3  # 3: generations holding the score matrices of the run's evaluator
 DIRNAME = "checkpoints"
-STATE = "state.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -87,26 +91,16 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """``checkpoints/state.json`` of ``run_dir``.
+def read_state(run_dir: Path, quiet: bool = False) -> dict[str, Any]:
+    """The state of the newest usable checkpoint generation of ``run_dir`` (its ``"generation"`` included).
+
+    A damaged latest generation is reported with a warning and the previous one is used.
 
     Raises:
-        ConfigError: there is no readable checkpoint.
+        ConfigError: there is no usable checkpoint (every generation tried is named with its fault).
 
     """
-    path = Path(run_dir) / DIRNAME / STATE
-    if not path.is_file():
-        raise ConfigError(
-            f"--resume {run_dir}: no checkpoint there ({path} is missing); a run writes one after the evaluation "
-            "before its first experience unless checkpoint.enabled=false"
-        )
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"--resume {run_dir}: {path} is unreadable ({err})") from None
-    if state.get("format") != FORMAT:
-        raise ConfigError(f"--resume {run_dir}: checkpoint format {state.get('format')!r}, this version reads {FORMAT}")
-    return state
+    return Generations(Path(run_dir) / DIRNAME).select(f"--resume {run_dir}", quiet=quiet)[1]
 
 
 def find_run_dir(target: str, search_root: Path) -> Path | None:
@@ -114,12 +108,14 @@ def find_run_dir(target: str, search_root: Path) -> Path | None:
     path = Path(target)
     if path.is_dir():
         return path
-    for state_path in sorted(Path(search_root).glob(f"*/*/{DIRNAME}/{STATE}")):
-        try:
-            if json.loads(state_path.read_text()).get("run_id") == target:
-                return state_path.parent.parent
-        except (OSError, ValueError):
-            continue
+    root = Path(search_root)
+    for pattern in ("*/tracking/run.json", f"*/{DIRNAME}/gen-*/state.json", f"*/{DIRNAME}/state.json"):
+        for found in sorted(root.glob(pattern)):
+            try:
+                if json.loads(found.read_text()).get("run_id") == target:
+                    return next(p for p in found.parents if p.parent == root)
+            except (OSError, ValueError, StopIteration):
+                continue
     return None
 
 
@@ -144,6 +140,18 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
+class CommitJournal(Protocol):
+    """The run's metric journal as a checkpoint sees it (``lifelong.tracking.MlflowTracker``)."""
+
+    def barrier(self) -> dict[str, Any]:
+        """Make every value logged so far durable; returns what the generation records about the journal."""
+        ...
+
+    def committed(self, state: Mapping[str, Any]) -> None:
+        """The generation recording ``state`` is committed: what it covers may be sent."""
+        ...
+
+
 class RunCheckpointer:
     """Saves and restores one rank's share of a run; the loop calls ``restore`` once and ``save`` after each step.
 
@@ -157,6 +165,7 @@ class RunCheckpointer:
         info: what ``state.json`` records besides the position (run id, experiment, run name ...).
         resume: restore from ``run_dir`` instead of starting fresh.
         enabled: write checkpoints (``checkpoint.enabled``).
+        journal: rank 0's metric journal, made durable before each commit (``None``: no tracking).
 
     """
 
@@ -171,6 +180,7 @@ class RunCheckpointer:
         info: dict[str, Any],
         resume: bool = False,
         enabled: bool = True,
+        journal: CommitJournal | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.rank = rank
@@ -181,8 +191,9 @@ class RunCheckpointer:
         self.info = info
         self.resume = resume
         self.enabled = enabled
+        self.journal = journal if rank == 0 else None
         self.completed: int | None = None  # the last experience checkpointed (-1: the evaluation before training)
-        self._agreed = False
+        self._next: int | None = None  # the number of the next generation, agreed by the ranks at the first save
 
     @property
     def directory(self) -> Path:
@@ -190,20 +201,50 @@ class RunCheckpointer:
             raise RuntimeError("the run directory is not known on this rank yet")
         return self.run_dir / DIRNAME
 
-    def _agree_on_run_dir(self) -> None:
-        """Ranks > 0 of a new run learn the run directory from rank 0 (their clocks may name it differently)."""
+    def _agree(self) -> None:
+        """Ranks > 0 of a new run learn the run directory from rank 0 (their clocks may name it differently).
+
+        Rank 0 also names the first generation: newer than any folder a dead attempt left behind.
+        """
+        number = 1
+        if self.rank == 0 and self.run_dir is not None:
+            number = int(Generations(self.directory).next_name().removeprefix("gen-"))
         if self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            shared = [str(self.run_dir) if self.rank == 0 else None]
+            shared = [str(self.run_dir) if self.rank == 0 else None, number]
             torch.distributed.broadcast_object_list(shared, src=0)
-            self.run_dir = Path(shared[0])  # type: ignore[arg-type]
+            self.run_dir, number = Path(shared[0]), int(shared[1])  # type: ignore[arg-type]
+        self._next = number
 
     def save(self, completed: int, matrix: ScoreMatrices) -> None:
-        """Write this rank's checkpoint after experience ``completed`` (all ranks call it together)."""
+        """Commit this run's checkpoint after experience ``completed`` as one generation (all ranks call it)."""
         if not self.enabled:
             return
-        if not self._agreed:  # the first save happens at the same point on every rank
-            self._agree_on_run_dir()
-            self._agreed = True
+        if self._next is None:  # the first save happens at the same point on every rank
+            self._agree()
+        assert self._next is not None
+        generation, self._next = f"gen-{self._next:06d}", self._next + 1
+        journal = self.journal.barrier() if self.journal is not None else {}
+        crash_point("journal.synced")
+        store = Generations(self.directory)
+        store.write_rank(generation, self.rank, self._files(completed, matrix))
+        _barrier(self.world_size)
+        state: dict[str, Any] = {}
+        if self.rank == 0:
+            state = {
+                "completed": completed,
+                "world_size": self.world_size,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "journal": journal,
+                **self.info,
+            }
+            store.commit(generation, state, self.world_size)
+        _barrier(self.world_size)
+        self.completed = completed
+        if self.journal is not None:
+            self.journal.committed(state)
+
+    def _files(self, completed: int, matrix: ScoreMatrices) -> dict[str, Any]:
+        """What this rank's share of a generation holds: ``rank<r>.pt`` (to resume) and ``rank<r>.json`` (to read)."""
         strategy = getattr(self.module, "strategy", self.module)
         payload = {
             "format": FORMAT,
@@ -224,23 +265,7 @@ class RunCheckpointer:
             "memories": memory_report(strategy),
             "eval_samples": totals() if callable(totals) else None,
         }
-        directory = self.directory
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"rank{self.rank}.pt.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, directory / f"rank{self.rank}.pt")
-        atomic_write_text(directory / f"rank{self.rank}.json", json.dumps(details, indent=1))
-        _barrier(self.world_size)
-        if self.rank == 0:
-            state = {
-                "format": FORMAT,
-                "completed": completed,
-                "world_size": self.world_size,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                **self.info,
-            }
-            atomic_write_text(directory / STATE, json.dumps(state, indent=1))
-        self.completed = completed
+        return {f"rank{self.rank}.pt": payload, f"rank{self.rank}.json": details}
 
     def restore(self) -> tuple[int, ScoreMatrices] | None:
         """Load this rank's checkpoint into the module, analyses, listener and random generators.
@@ -249,27 +274,24 @@ class RunCheckpointer:
             ``(completed, matrix)``, or ``None`` when the run starts fresh.
 
         Raises:
-            ConfigError: the checkpoint is missing, unreadable, or from another world size.
+            ConfigError: no generation is usable, or the checkpoint is from another world size.
 
         """
         if not self.resume:
             return None
         assert self.run_dir is not None  # a resumed run always knows its directory
-        state = read_state(self.run_dir)
+        store = Generations(self.directory)
+        generation, state = store.select(f"--resume {self.run_dir}", quiet=True)  # locate_run warned already
         if state["world_size"] != self.world_size:
             raise ConfigError(
                 f"--resume {self.run_dir}: the run used {state['world_size']} process(es), this one has "
                 f"{self.world_size}; resume with the same trainer.devices / trainer.num_nodes"
             )
-        path = self.directory / f"rank{self.rank}.pt"
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ConfigError(f"--resume {self.run_dir}: cannot read {path}: {err}") from None
+        payload = store.load(generation, f"rank{self.rank}.pt")
         if payload.get("completed") != state["completed"]:
             raise ConfigError(
-                f"--resume {self.run_dir}: {path} is from experience {payload.get('completed')}, state.json says "
-                f"{state['completed']} (the run died while writing its checkpoint)"
+                f"--resume {self.run_dir}: {store.directory / generation} holds rank{self.rank}.pt of experience "
+                f"{payload.get('completed')}, its state.json says {state['completed']}; start a new run"
             )
         self.module.load_state_dict(payload["module"])
         matrix = ScoreMatrices.from_state_dict(payload["matrix"])

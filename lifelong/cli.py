@@ -22,6 +22,14 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     run.add_argument(
+        "--allow-code",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="let the config name code (module:callable) from MODULE (default: only avalanche.benchmarks)",
+    )
+    run.add_argument("--trust-config", action="store_true", help="let the config name code from any module")
+    run.add_argument(
         "--resume",
         metavar="RUN",
         default=None,
@@ -65,9 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also follow options (``run x.yaml --seeds 0,1 a=b``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one message and exit with 2."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
         commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui)
@@ -78,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         if getattr(err, "rank", 0) == 0:
             print(f"error: {err}\n(the experiences evaluated so far are in the run folder and MLflow)", file=sys.stderr)
-            print(_resume_hint(args, err), file=sys.stderr)
+            print(_nan_hint(args), file=sys.stderr)
         return 1
     except RunInterrupted as err:
         if getattr(err, "rank", 0) == 0:
@@ -88,6 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(err, "rank", 0) == 0:
             print("interrupted.", _resume_hint(args, err), file=sys.stderr)
         return 130
+
+
+def _nan_hint(args: argparse.Namespace) -> str:
+    """After a NaN loss: a new run with a lower learning rate (a resume keeps the config, so it would diverge again)."""
+    if args.command != "run":
+        return ""
+    from lifelong import config
+
+    lr = config.load(args.config, args.overrides).optim.lr
+    kept = [item for item in args.overrides if not item.startswith("optim.lr=")]
+    command = " ".join(["lifelong run", args.config, *kept, f"optim.lr={lr / 10:g}"])
+    return f"A resume keeps the config (and would diverge again); start a new run with a lower rate, e.g.:\n  {command}"
 
 
 def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
@@ -112,7 +143,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lifelong import config
     from lifelong.run import check_names, run_seeds
+    from lifelong.safety import ANY, allow_code
 
+    allow_code([ANY] if args.trust_config else args.allow_code)
     cfg = config.load(args.config, args.overrides)
     check_names(cfg)
     results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet, resume=args.resume)
@@ -156,7 +189,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if report["status"]:
         parts.append(f"status {report['status']}")
     print(f"run {report['run_id']} at {report['uri']}: sent " + ", ".join(parts))
-    if report["journal_status"] not in ("FINISHED", "FAILED", "KILLED"):
+    if report.get("died"):
+        print("its process is gone (killed without a chance to end the run): marked FAILED; continue it with --resume")
+    elif report["journal_status"] not in ("FINISHED", "FAILED", "KILLED"):
         print("the run has not ended (still running, or killed with SIGKILL): sync again after it ends or resumes")
     return 0
 

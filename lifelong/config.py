@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lifelong.errors import ConfigError, did_you_mean, unknown_choice
+from lifelong.safety import check_path_name, load_yaml
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -194,10 +194,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"extends: cycle through {path}")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
     parent = data.pop("extends", None)
@@ -357,8 +354,15 @@ def validate(cfg: ExperimentConfig) -> None:
     for name, params in cfg.analysis.items():
         allowed = "use a mapping of parameters or null"
         _require(params is None or isinstance(params, dict), f"analysis.{name}", params, allowed)
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"name={cfg.name!r} is not allowed; use a non-empty name without '/'")
+    check_path_names(cfg)
+
+
+def check_path_names(cfg: ExperimentConfig) -> None:
+    """``name``, ``tracking.experiment`` and the run name become folder names: one safe path component each."""
+    check_path_name("name", cfg.name)
+    if cfg.tracking.experiment is not None:
+        check_path_name("tracking.experiment", cfg.tracking.experiment)
+    check_path_name("run name (strategy.name, the stream's name, seed)", cfg.run_name)
 
 
 def _check_devices(devices: Any) -> None:

@@ -7,13 +7,17 @@ twice. Files:
 
 - ``run.json``: tracking URI, experiment, run name and id, params, tags, start/end time, status,
   the run directory whose files are the run's artifacts, and what was sent already;
-- ``metrics.jsonl``: one ``{"key", "value", "timestamp", "step"}`` object per logged value, in order.
+- ``metrics.jsonl``: one ``{"key", "value", "timestamp", "step"}`` object per logged value, in order;
+  every value is written (to the OS) when it is logged, and fsynced before a checkpoint covers it;
+- ``lock``: held (``flock``) by the process that runs the run, so ``lifelong sync`` and ``--resume``
+  can tell a live run from one whose process died (the kernel drops the lock of a killed process).
 
 Plain JSON so the files can be read (and fixed) by hand; no MLflow import here.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -24,6 +28,7 @@ from lifelong.errors import ConfigError, DataError
 
 META = "run.json"
 METRICS = "metrics.jsonl"
+LOCK = "lock"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -49,6 +54,7 @@ class RunJournal:
         self.directory = Path(directory) if directory is not None else None
         self.meta: dict[str, Any] = {}
         self._count = 0
+        self._lock: int | None = None
         if self.directory is not None and self.meta_path.is_file():
             try:
                 self.meta = json.loads(self.meta_path.read_text())
@@ -117,6 +123,50 @@ class RunJournal:
             f.writelines(lines)
             f.flush()
         self._count += len(lines)
+
+    def sync(self) -> None:
+        """Fsync ``metrics.jsonl``: what was appended survives a crash of the machine, not only of the process."""  # noqa: D403
+        if self.directory is None or not self.metrics_path.is_file():
+            return
+        with self.metrics_path.open("rb") as f:
+            os.fsync(f.fileno())
+
+    def truncate(self, keep: int) -> None:
+        """Keep only the first ``keep`` metric values (the rest belong to work a resumed run redoes)."""
+        if self.directory is None or keep >= self._count:
+            return
+        lines = list(self._lines())[:keep]
+        atomic_write_text(self.metrics_path, "".join(lines))
+        self._count = len(lines)
+
+    def try_lock(self) -> bool:
+        """Take the run's lock (kept until :meth:`unlock` or the process ends); ``False`` if another process has it."""
+        if self.directory is None or self._lock is not None:
+            return True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+        return True
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`try_lock`."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def holder(self) -> str:
+        """The process id written by the lock's holder (``?`` when unknown)."""
+        try:
+            return (self.directory / LOCK).read_text().strip() or "?"  # type: ignore[operator]
+        except (OSError, TypeError):
+            return "?"
 
     def _lines(self) -> Iterator[str]:
         if self.directory is not None and self.metrics_path.is_file():

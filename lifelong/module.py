@@ -101,8 +101,9 @@ class ContinualModule(L.LightningModule):
 
     def _stop_agreed(self, requested: bool) -> bool:
         """Whether any rank was asked to stop (one small all-reduce per step under DDP, so all ranks stop together)."""
-        if self.trainer.world_size > 1:
-            return bool(self.trainer.strategy.reduce_boolean_decision(requested, all=False))
+        if self.trainer.world_size > 1 and self.stop_request is not None:
+            reduce = self.trainer.strategy.reduce
+            return self.stop_request.agree(lambda n: int(reduce(torch.tensor(n, device=self.device), None, "max")))
         return requested
 
     def on_train_end(self) -> None:

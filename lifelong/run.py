@@ -27,13 +27,15 @@ from lifelong.build import (
 from lifelong.checkpoint import RunCheckpointer, check_same_config, find_run_dir, read_state
 from lifelong.config import ExperimentConfig
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
+from lifelong.journal import atomic_write_text
 from lifelong.listener import RunListener
 from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
 from lifelong.provenance import RunExtras, SeedGroup, resolved_params, run_tags, tracked_run_name
+from lifelong.safety import check_writable_dir
 from lifelong.signals import StopRequest
-from lifelong.tracking import START_TIMEOUT, MlflowTracker, resolve_uri, run_dir_tag, tracking_error, unreachable
+from lifelong.tracking import START_TIMEOUT, MlflowTracker, check_store, mark_dead_run, resolve_uri, run_dir_tag
 
 __all__ = ["RunResult", "build_parts", "check_names", "run", "run_seeds"]
 
@@ -82,7 +84,12 @@ def locate_run(cfg: ExperimentConfig, target: str, world_size: int) -> tuple[Pat
             f"--resume {target!r} is neither a run directory nor the MLflow run id of a run under "
             f"{Path(cfg.output_dir) / cfg.experiment_name}; pass the run directory that `lifelong run` printed"
         )
-    state = read_state(run_dir)
+    try:
+        state = read_state(run_dir)
+    except ConfigError:
+        if cfg.tracking.enabled:
+            mark_dead_run(run_dir)  # died before its first checkpoint: FAILED, not RUNNING for ever
+        raise
     saved = run_dir / "config.yaml"
     try:
         before = config_lib.flatten(config_lib.load(saved))
@@ -133,23 +140,26 @@ def run(
         raise ConfigError("--resume needs checkpoints; remove checkpoint.enabled=false")
     previous = locate_run(cfg, str(resume), world_size) if resume is not None else None
     uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
-    if rank == 0 and cfg.tracking.enabled and (reason := unreachable(uri, START_TIMEOUT)) is not None:
-        raise tracking_error(uri, reason)  # fail fast, before the data is loaded
+    if rank == 0:
+        check_writable_dir("output_dir", cfg.output_dir)  # fail fast, before the data is loaded
+    if rank == 0 and cfg.tracking.enabled:
+        check_store(uri, START_TIMEOUT)
     stream, module = build_parts(cfg)
     analyses = build_enabled_analyses(cfg, stream)
     run_dir = previous[0] if previous else (new_run_dir(cfg) if rank == 0 else None)
     tracker = None
     if rank == 0 and cfg.tracking.enabled:
-        tracker = _start_tracker(cfg, uri, run_dir, world_size, previous is not None, parent)  # type: ignore[arg-type]
+        tracker = _start_tracker(cfg, uri, run_dir, world_size, previous[1] if previous else None, parent)  # type: ignore[arg-type]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))  # type: ignore[operator]
+        atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]
     extras = RunExtras(tracker, cfg, stream, module, run_dir, resuming=previous is not None)
     listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model)
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
     )
+    checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
     if not quiet:
         print(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
@@ -202,7 +212,12 @@ def run(
 
 
 def _start_tracker(
-    cfg: ExperimentConfig, uri: str, run_dir: Path, world_size: int, resuming: bool, parent: str | None = None
+    cfg: ExperimentConfig,
+    uri: str,
+    run_dir: Path,
+    world_size: int,
+    resumed: dict[str, Any] | None,
+    parent: str | None = None,
 ) -> MlflowTracker:
     tracker = MlflowTracker(
         uri,
@@ -211,8 +226,8 @@ def _start_tracker(
         Path(cfg.output_dir) / "artifacts",
         journal=run_dir / "tracking",
     )
-    if resuming and tracker.journal.meta.get("run_id"):
-        tracker.resume()
+    if resumed is not None and tracker.journal.meta.get("run_id"):
+        tracker.resume(resumed.get("journal", {}).get("metrics"))
         return tracker
     tags = {
         "strategy": cfg.strategy.name,
@@ -230,7 +245,7 @@ def _write_outputs(result: RunResult, status: str = "FINISHED", checkpointed: in
     from lifelong.plots import matrix_heatmap
 
     run_dir = result.run_dir
-    (run_dir / "config.yaml").write_text(config_lib.to_yaml(result.config))
+    atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(result.config))
     for score, matrix in result.matrices.matrices.items():
         stem = matrix_file(score)
         matrix.to_csv(run_dir / f"{stem}.csv")

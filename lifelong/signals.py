@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -32,6 +33,16 @@ class StopRequest:
     def requested(self) -> bool:
         """Whether a stop signal arrived."""
         return self.signum is not None
+
+    def agree(self, reduce_max: Callable[[int], int]) -> bool:
+        """Whether any process was asked to stop, taking the signal it got (``reduce_max``: max over the ranks).
+
+        Every rank then reports the signal that was really sent (SIGTERM to rank 1 is SIGTERM on rank 0 too).
+        """
+        signum = int(reduce_max(self.signum or 0))
+        if signum and self.signum is None:
+            self.signum = signum
+        return bool(signum)
 
     def interrupted(self) -> RunInterrupted:
         """The exception that ends the run (exit status 128 + the signal number)."""

@@ -2,7 +2,11 @@
 
 Default store: ``sqlite:///<cwd>/runs/mlflow.db`` with artifacts under ``runs/artifacts``;
 ``MLFLOW_TRACKING_URI`` or an explicit ``uri`` override it (an ``http://`` server works the same).
-Training losses are buffered and sent in batches so tracking never dominates a training step.
+Every value is journaled when it is logged (:mod:`lifelong.journal`) and sent in batches, so
+tracking never dominates a training step. With checkpoints, evaluation values are fsynced before
+the checkpoint that covers them is committed and sent only after that commit; a resumed run drops
+what the journal holds beyond its checkpoint unless MLflow has it already, and never sends a
+(key, step) twice. A run whose process died is marked FAILED by ``lifelong sync`` or ``--resume``.
 
 A tracking server that cannot be reached when a run starts is an error (:class:`TrackingError`,
 before any training). One that goes away later does not stop training: every value is journaled
@@ -13,13 +17,10 @@ in the run directory first (:mod:`lifelong.journal`), sending is retried every
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,25 @@ from mlflow.tracking import MlflowClient
 
 from lifelong.errors import TrackingError, unknown_choice
 from lifelong.journal import RunJournal
+from lifelong.stores import (  # noqa: F401 - re-exported: callers import them from here
+    HTTP_LIMITS,
+    START_TIMEOUT,
+    check_store,
+    default_uri,
+    git_commit,
+    http_limits,
+    is_local,
+    package_git_info,
+    resolve_uri,
+    store_lock,
+    tracking_error,
+    unreachable,
+)
 from lifelong.version import __version__
 
-FLUSH_EVERY = 200  # buffered metric values per batch request
+FLUSH_EVERY = 200  # metric values per batch request
+SEND_SECONDS = 10.0  # ... or whatever has been logged, this long after the last request
 RETRY_SECONDS = 30.0  # while the server is away, how often sending is tried again
-START_TIMEOUT = 5.0  # seconds the server has to answer when a run starts
-# Few and short HTTP retries (unless the user set these): a lost server must not stall training for minutes.
-HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-}
 NOT_ARTIFACTS = ("checkpoints", "tracking")  # run-directory folders that are not uploaded
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 # The MLflow UI then shows the experiment as model training (runs, charts), not as a GenAI app (traces).
@@ -48,103 +57,26 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 ROLE_TAG, PARENT_ROLE = "lifelong.role", "seeds"  # the parent run of a multi-seed invocation
 
 
-def default_uri(root: str | Path = "runs") -> str:
-    """The SQLite store under ``root`` (relative to the working directory)."""
-    return f"sqlite:///{(Path(root).resolve() / 'mlflow.db').as_posix()}"
-
-
-def resolve_uri(uri: str | None, root: str | Path = "runs") -> str:
-    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the default SQLite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
-
-
-def is_local(uri: str) -> bool:
-    """Whether ``uri`` is a store on this machine (artifacts then go to a local folder)."""
-    return uri.startswith(("sqlite:", "file:"))
-
-
 def client_for(uri: str) -> MlflowClient:
-    """A client bound to ``uri``; creates the SQLite file's folder when needed."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    """A client bound to ``uri``; a new SQLite store (and its folder) is created under :func:`store_lock`."""
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """The id of experiment ``name``, created (with local artifacts under ``artifact_root``) if absent."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
-
-
-def git_commit(directory: str | Path | None = None) -> str | None:
-    """The git commit checked out where ``directory`` is (default: the working directory), if any."""
-    return _git(["rev-parse", "HEAD"], directory)
-
-
-def _git(args: list[str], directory: str | Path | None) -> str | None:
-    where = ["-C", str(directory)] if directory is not None else []
-    try:
-        out = subprocess.run(["git", *where, *args], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def package_git_info(directory: str | Path | None = None) -> dict[str, str]:
-    """Tags naming the git commit of the package's source tree (not of the working directory).
-
-    ``git.commit`` and ``mlflow.source.git.commit`` (what the MLflow UI shows), the branch, and
-    ``git.dirty=true`` when tracked files of that tree have uncommitted changes. Empty outside a git checkout
-    (an installed wheel).
-    """
-    directory = Path(directory) if directory is not None else Path(__file__).resolve().parent
-    commit = git_commit(directory)
-    if not commit:
-        return {}
-    tags = {"git.commit": commit, "mlflow.source.git.commit": commit}
-    branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], directory)
-    if branch and branch != "HEAD":
-        tags["mlflow.source.git.branch"] = branch
-    changes = _git(["status", "--porcelain", "--untracked-files=no", "--", "."], directory)
-    tags["git.dirty"] = "true" if changes else "false"
-    return tags
-
-
-def unreachable(uri: str, timeout: float) -> str | None:
-    """Why the HTTP server at ``uri`` does not answer, or ``None`` when it does (any HTTP status counts)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except urllib.error.HTTPError:
-        return None
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        return str(getattr(err, "reason", err))
-
-
-def tracking_error(uri: str, reason: object) -> TrackingError:
-    """The error for a tracking store that cannot be used, with the ways out."""
-    return TrackingError(
-        f"MLflow tracking at {uri} is unreachable or failed ({reason}). Start the server (e.g. `mlflow server "
-        "--host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///runs/mlflow.db`), point tracking.uri or "
-        "MLFLOW_TRACKING_URI at a running one, or run without tracking: tracking.enabled=false"
-    )
-
-
-@contextlib.contextmanager
-def http_limits() -> Iterator[None]:
-    """Apply ``HTTP_LIMITS`` for the duration of a block (variables the user set are left alone)."""
-    added = [key for key in HTTP_LIMITS if key not in os.environ]
-    os.environ.update({key: HTTP_LIMITS[key] for key in added})
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+    with store_lock(client.tracking_uri):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except MlflowException as err:  # another process (on another machine) created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise err from None
+            return found.experiment_id
 
 
 def now_ms() -> int:
@@ -181,7 +113,7 @@ class MlflowTracker:
         reason = unreachable(uri, START_TIMEOUT)
         if reason is not None:
             raise tracking_error(uri, reason)
-        self.client = client_for(uri)
+        self.client: MlflowClient = self._now_or_fail(lambda: client_for(uri))
         self.experiment_id: str = self._now_or_fail(
             lambda: ensure_experiment(self.client, experiment, self.artifact_root)
         )
@@ -191,8 +123,11 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.online = True
         self._failed_at = 0.0
-        self._pending: list[dict[str, Any]] = []  # logged since the last flush
-        self._unsent: list[dict[str, Any]] = []  # journaled, not yet on the server
+        self._sent_at = time.monotonic()
+        self._unsent: list[dict[str, Any]] = []  # journaled, not yet on the server (journal values from `sent` on)
+        self._holding = False  # checkpoints are written: evaluation values wait for the commit that covers them
+        self._hold_from: int | None = None  # journal index of the first value waiting for a commit
+        self._skip: set[tuple[str, int]] = set()  # (key, step) MLflow has from a dead attempt: not logged again
 
     def _now_or_fail(self, call: Callable[[], Any]) -> Any:
         try:
@@ -214,6 +149,7 @@ class MlflowTracker:
             )
         )
         self.run_id = run.info.run_id
+        self.journal.try_lock()
         self.journal.meta.update(
             run_id=self.run_id, params=dict(params), tags=all_tags, start_time=started, status="RUNNING"
         )
@@ -221,20 +157,73 @@ class MlflowTracker:
         self._now_or_fail(self._send_params)
         return self.run_id
 
-    def resume(self) -> str:
-        """Continue the journal's run (recreated from the journal if this server does not know it)."""
+    def resume(self, journal_mark: int | None = None) -> str:
+        """Continue the journal's run (recreated from the journal if this server does not know it).
+
+        Args:
+            journal_mark: how many metric values the journal held when the checkpoint the run resumes
+                from was committed; later values belong to work that is done again and are dropped,
+                except those MLflow has already (their (key, step) is then not logged again).
+
+        Raises:
+            TrackingError: another process is running this run, or the store failed.
+
+        """
         if not self.journal.meta.get("run_id"):
             raise TrackingError(f"{self.journal.meta_path} names no MLflow run to continue")
+        if not self.journal.try_lock():
+            raise TrackingError(
+                f"the run in {self.journal.directory.parent if self.journal.directory else '?'} is still running "
+                f"(process {self.journal.holder()} holds its lock); stop it first or wait for it to end"
+            )
         self._now_or_fail(self._ensure_run)
+        if self.mark_dead_failed():
+            self._now_or_fail(self._send_status)
         if not self.journal.sent["params"]:
             self._now_or_fail(self._send_params)
         self._now_or_fail(lambda: self.client.update_run(str(self.run_id), status="RUNNING"))
-        self.journal.meta["status"] = "RUNNING"
+        self.journal.meta.update(status="RUNNING")
+        self.journal.meta.pop("end_time", None)
         self.journal.sent["status"] = False
         self.journal.save()
+        if journal_mark is not None:
+            self._drop_uncommitted(journal_mark)
+            self._holding = True
         self._unsent = self.journal.values(self.journal.sent["metrics"])
         self.flush()
         return str(self.run_id)
+
+    def _drop_uncommitted(self, mark: int) -> None:
+        """Cut the journal back to ``mark`` values, keeping what MLflow already has (and skipping it from now on)."""
+        sent = self.journal.sent["metrics"]
+        if mark > len(self.journal):
+            print(
+                f"warning: {self.journal.metrics_path} holds {len(self.journal)} metric values, the checkpoint "
+                f"recorded {mark}: values logged before the checkpoint may be missing in MLflow",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        beyond = self.journal.values(mark)[: max(sent - mark, 0)]
+        self._skip = {(v["key"], int(v["step"])) for v in beyond}
+        self.journal.truncate(max(mark, sent))
+
+    def mark_dead_failed(self) -> bool:
+        """Mark the run FAILED in the journal if it is RUNNING but no process holds its lock (it was killed).
+
+        Returns:
+            whether it was marked (send the status afterwards).
+
+        """
+        meta = self.journal.meta
+        if meta.get("status") != "RUNNING" or not self.journal.try_lock():
+            return False
+        values = self.journal.values(max(len(self.journal) - 1, 0))
+        ended = int(values[-1]["timestamp"]) if values else int(meta.get("start_time") or now_ms())
+        meta.update(status="FAILED", end_time=ended, died=True)
+        self.journal.sent["status"] = False
+        self.journal.save()
+        return True
 
     def _ensure_run(self) -> None:
         meta = self.journal.meta
@@ -261,14 +250,21 @@ class MlflowTracker:
         self.journal.sent["params"] = True
         self.journal.save()
 
+    def _sendable(self) -> int:
+        """How many of the unsent values may go now (none waiting for a checkpoint commit)."""
+        if self._hold_from is None:
+            return len(self._unsent)
+        return max(0, min(len(self._unsent), self._hold_from - self.journal.sent["metrics"]))
+
     def _send_metrics(self) -> None:
-        while self._unsent:
-            chunk = self._unsent[:1000]
+        while (count := min(self._sendable(), 1000)) > 0:
+            chunk = self._unsent[:count]
             values = [Metric(v["key"], float(v["value"]), int(v["timestamp"]), int(v["step"])) for v in chunk]
             self.client.log_batch(str(self.run_id), metrics=values)
-            del self._unsent[: len(chunk)]
-            self.journal.sent["metrics"] += len(chunk)
+            del self._unsent[:count]
+            self.journal.sent["metrics"] += count
             self.journal.save()
+        self._sent_at = time.monotonic()
 
     def _send_artifacts(self) -> None:
         folder = Path(self.journal.meta["artifacts_dir"])
@@ -322,22 +318,37 @@ class MlflowTracker:
 
     # ------------------------------------------------------------------ public logging API
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer metrics at ``step``; journaled and sent every ``FLUSH_EVERY`` values and on ``flush``."""
+        """Journal metrics at ``step`` now; they are sent every ``FLUSH_EVERY`` values or ``SEND_SECONDS``."""
         timestamp = now_ms()
-        self._pending.extend(
-            {"key": k, "value": float(v), "timestamp": timestamp, "step": int(step)} for k, v in metrics.items()
-        )
-        if len(self._pending) >= FLUSH_EVERY:
+        values: list[dict[str, Any]] = [
+            {"key": k, "value": float(v), "timestamp": timestamp, "step": int(step)}
+            for k, v in metrics.items()
+            if (k, int(step)) not in self._skip
+        ]
+        if self._holding and self._hold_from is None:
+            held = [i for i, v in enumerate(values) if not str(v["key"]).startswith("train/")]
+            if held:
+                self._hold_from = len(self.journal) + held[0]
+        self.journal.append(values)
+        self._unsent.extend(values)
+        if len(self._unsent) >= FLUSH_EVERY or time.monotonic() - self._sent_at >= SEND_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Journal the buffered metrics and send everything not sent yet (if the server is there)."""
-        if self._pending:
-            self.journal.append(self._pending)
-            self._unsent.extend(self._pending)
-            self._pending = []
-        if self._unsent:
+        """Send what is journaled and not sent yet (if the server is there), but nothing awaiting a commit."""
+        if self._sendable():
             self._try(self._send_metrics)
+
+    def barrier(self) -> dict[str, Any]:
+        """Before a checkpoint is committed: fsync the journal; returns how many values it holds (the mark)."""
+        self.journal.sync()
+        self._holding = True
+        return {"metrics": len(self.journal)}
+
+    def committed(self, state: Any) -> None:
+        """A checkpoint covering every value journaled so far is committed: send them."""
+        self._hold_from = None
+        self.flush()
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
         """Upload one file (or a folder's files) to the run (kept for a later ``sync`` if that fails)."""
@@ -365,11 +376,13 @@ class MlflowTracker:
         """Flush and close the run with ``status`` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
             return
+        self._hold_from = None
         self.flush()
         self.journal.meta.update(status=RunStatus.to_string(RunStatus.from_string(status)), end_time=now_ms())
         self.journal.sent["status"] = False
         self.journal.save()
         self._try(self._send_status)
+        self.journal.unlock()
         if not self.online:
             folder = self.journal.directory.parent if self.journal.directory else None
             where = f"is kept in {folder}; upload it later with `lifelong sync {folder}`" if folder else "was lost"
@@ -389,6 +402,7 @@ class MlflowTracker:
             with http_limits():
                 self._ensure_run()
                 report["run_id"] = self.run_id
+                report["died"] = self.mark_dead_failed()
                 if not sent["params"]:
                     self._send_params()
                     report["params"] = True
@@ -426,11 +440,14 @@ def sync_run(run_dir: Path, uri: str | None = None) -> dict[str, Any]:
     meta = journal.meta
     root = Path(meta["artifact_root"]) if meta.get("artifact_root") else None
     tracker = MlflowTracker(uri or meta["uri"], meta["experiment"], meta["run_name"], root, journal.directory)
-    report = tracker.sync()
     try:
-        report["extras"] = send_pending_extras(tracker)  # the stream input and models it could not send
-    except Exception as err:  # noqa: BLE001
-        raise tracking_error(tracker.uri, err) from None
+        report = tracker.sync()
+        try:
+            report["extras"] = send_pending_extras(tracker)  # the stream input and models it could not send
+        except Exception as err:  # noqa: BLE001
+            raise tracking_error(tracker.uri, err) from None
+    finally:
+        tracker.journal.unlock()
     report["journal_status"] = meta.get("status")
     return report
 
@@ -691,3 +708,17 @@ def _moved(old: Path, root: Path) -> Path:
         if candidate.is_dir():
             return candidate
     return old
+
+
+def mark_dead_run(run_dir: Path) -> bool:
+    """Sync the run in ``run_dir`` if its process died while it was RUNNING, which marks it FAILED.
+
+    Best effort (used on the way to another error): returns whether it was marked.
+    """
+    journal = RunJournal(Path(run_dir) / "tracking")
+    if journal.meta.get("status") != "RUNNING":
+        return False
+    try:
+        return bool(sync_run(Path(run_dir)).get("died"))
+    except Exception:  # noqa: BLE001 - the server may be away; `lifelong sync` reports it later
+        return False

@@ -94,17 +94,20 @@ def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None) -> A
 
     Args:
         name: a benchmark of ``avalanche.benchmarks.classic`` (e.g. ``SplitMNIST``, ``SplitFMNIST``,
-            ``PermutedMNIST``) or ``package.module:callable`` for any function returning a benchmark.
+            ``PermutedMNIST``) or ``package.module:callable`` for a function returning a benchmark, from a
+            module on the allow-list of :mod:`lifelong.safety` (``avalanche.benchmarks`` unless the user adds one).
         kwargs: its keyword arguments (e.g. ``n_experiences``, ``seed``, ``dataset_root``).
 
     Raises:
-        ConfigError: the name does not resolve, or the benchmark rejects the arguments.
+        ConfigError: the name does not resolve, its module is not allowed, or the benchmark rejects the arguments.
 
     """
     import importlib
 
     from lifelong.errors import ConfigError, unknown_choice
+    from lifelong.safety import check_code
 
+    check_code("stream.avalanche.benchmark", name)  # before anything is imported
     if ":" in name:
         module_name, _, attribute = name.partition(":")
         try:

@@ -26,6 +26,7 @@ FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
 
 DATA_ENV = "LIFELONG_DATA"
+IDX_MAX_LABEL = 9  # MNIST and Fashion-MNIST have classes 0..9
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
@@ -127,6 +128,13 @@ def _decode_idx(signature: tuple[tuple[str, int, int], ...]) -> tuple[torch.Tens
             raise DataError(
                 f"{signature[i][0]}: images {tuple(images.shape)} do not match labels {tuple(labels.shape)} "
                 f"in {signature[i + 1][0]}"
+            )
+        bad = (labels > IDX_MAX_LABEL).nonzero()
+        if len(bad):
+            first = int(bad[0, 0])
+            raise DataError(
+                f"{signature[i + 1][0]}: label {int(labels[first])} of sample {first} is outside 0..{IDX_MAX_LABEL} "
+                f"({len(bad)} such labels): the file is damaged; replace it with an intact copy"
             )
     return tuple(arrays)
 

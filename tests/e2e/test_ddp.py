@@ -11,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from lifelong.checkpoint import read_state
 from lifelong.data import build_stream, resolve_root
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed (gloo)")
@@ -39,7 +40,8 @@ def ddp_run(tmp_path, strategy, n_experiences):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_dir,) = (tmp_path / "quickstart").iterdir()
-    ranks = [json.loads((run_dir / "checkpoints" / f"rank{r}.json").read_text()) for r in range(2)]
+    generation = run_dir / "checkpoints" / read_state(run_dir)["generation"]
+    ranks = [json.loads((generation / f"rank{r}.json").read_text()) for r in range(2)]
     return done, run_dir, ranks, uri
 
 
@@ -75,7 +77,8 @@ def test_er_shards_its_memory_and_reduces_evaluation(tmp_path):
         assert 0 <= memory["seen"] - sum(train_sizes) / 2 <= len(train_sizes)
         # the evaluation counted every test sample exactly once over both ranks
         assert info["eval_samples"] == test_sizes
-    shards = [torch.load(run_dir / "checkpoints" / f"rank{r}.pt", weights_only=True)["module"] for r in range(2)]
+    generation = run_dir / "checkpoints" / read_state(run_dir)["generation"]
+    shards = [torch.load(generation / f"rank{r}.pt", weights_only=True)["module"] for r in range(2)]
     assert shards[0]["strategy.memory.x"].shape == (100, 1, 8, 8)
     assert not torch.equal(shards[0]["strategy.memory.x"], shards[1]["strategy.memory.x"])  # rank-local, not synced
     assert torch.equal(shards[0]["model.head.weight"], shards[1]["model.head.weight"])  # DDP keeps the model in sync

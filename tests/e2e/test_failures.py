@@ -35,3 +35,6 @@ def test_cli_prints_the_nan_message_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: training loss is")
     assert "Traceback" not in err
+    # a resume keeps the config (and would diverge again): the hint is a new run with a lower rate
+    assert "--resume" not in err
+    assert err.rstrip().endswith("tracking.enabled=false optim.lr=1000")

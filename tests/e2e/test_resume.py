@@ -9,6 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lifelong import config, loop
+from lifelong.checkpoint import read_state
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from lifelong.run import run
 
@@ -84,7 +85,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(strategy, by, tmp_path,
     losses = history(uri, killed_id, "train/loss")
     assert [s for s, _ in losses] == sorted({s for s, _ in losses})
     assert losses == history(full.config.tracking.uri, full.run_id, "train/loss")
-    assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["completed"] == T - 1
+    assert read_state(run_dir)["completed"] == T - 1
 
 
 def test_nan_keeps_the_last_good_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
@@ -94,7 +95,7 @@ def test_nan_keeps_the_last_good_checkpoint_and_resume_finishes(tmp_path, monkey
         run(cfg, quiet=True)
     run_dir = info.value.run_dir
     assert info.value.checkpointed == K - 1
-    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    state = read_state(run_dir)
     assert state["completed"] == K - 1
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "FAILED"
     monkeypatch.undo()
@@ -115,3 +116,28 @@ def test_resume_refuses_another_config_or_nothing_to_resume(tmp_path, monkeypatc
         run(cfg, quiet=True, resume="0123456789abcdef")
     with pytest.raises(ConfigError, match="no checkpoint there"):
         run(cfg, quiet=True, resume=tmp_path)
+
+
+def test_a_flipped_byte_in_the_latest_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatch, capsys):
+    full = run(load(tmp_path / "full", "er"), quiet=True)
+    cfg = load(tmp_path / "cut", "er")
+    stop_at(monkeypatch, K, RunInterrupted("SIGTERM", 143))
+    with pytest.raises(RunInterrupted) as info:
+        run(cfg, quiet=True)
+    monkeypatch.undo()
+    run_dir = info.value.run_dir
+    latest = run_dir / "checkpoints" / read_state(run_dir)["generation"]
+    data = bytearray((latest / "rank0.pt").read_bytes())
+    data[len(data) // 3] ^= 0x40  # one bit of one weight (or of the pickle around it)
+    (latest / "rank0.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+
+    resumed = run(cfg, quiet=True, resume=run_dir)
+
+    err = capsys.readouterr().err
+    assert f"{latest / 'rank0.pt'} fails its sha256 checksum" in err
+    assert f"after experience {K - 2}" in err  # the previous generation: one experience is trained again
+    assert torch.equal(resumed.matrix.as_tensor(), full.matrix.as_tensor())
+    client = MlflowClient(cfg.tracking.uri)
+    assert [s for s, _ in history(cfg.tracking.uri, resumed.run_id, "eval/acc/exp0")] == list(range(T))
+    assert client.get_run(resumed.run_id).info.status == "FINISHED"

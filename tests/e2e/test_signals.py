@@ -44,10 +44,10 @@ def wait_for_checkpoint(tmp_path, process, completed, timeout=300.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        for state in tmp_path.glob("quickstart/*/checkpoints/state.json"):
+        for state in tmp_path.glob("quickstart/*/checkpoints/gen-*/state.json"):
             try:
                 if json.loads(state.read_text())["completed"] >= completed:
-                    return state.parent.parent
+                    return state.parent.parent.parent
             except (ValueError, KeyError):
                 pass  # caught between write and rename: try again
         time.sleep(0.1)

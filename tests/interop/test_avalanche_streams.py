@@ -19,7 +19,8 @@ from lifelong.errors import ConfigError
 from lifelong.run import build_parts
 
 
-def test_a_benchmark_factory_by_import_path_gives_the_native_stream():
+def test_a_benchmark_factory_by_import_path_gives_the_native_stream(monkeypatch):
+    monkeypatch.setenv("LIFELONG_ALLOW_CODE", "lifelong.data")  # what `--allow-code lifelong.data` does
     cfg = config.load(
         overrides=[
             "stream.avalanche.benchmark=lifelong.data:avalanche_benchmark",
