@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lifelong import config
+from lifelong.checkpoint import read_state
 from lifelong.cli import main
 from lifelong.errors import ConfigError
 from lifelong.run import check_names, run
@@ -185,8 +186,9 @@ def test_flava_under_two_process_ddp_shards_its_memory(tmp_path):
     assert len(list((tmp_path / "init").glob("init-*.pt"))) == 1  # the init stage ran under DDP too, rank 0 cached it
     assert done.stdout.count("flava-av_synthetic-s0: 2 experiences") == 1  # rank 1 prints nothing
     (run_dir,) = (tmp_path / "av_small").iterdir()
+    generation = run_dir / "checkpoints" / read_state(run_dir)["generation"]
     for rank in range(2):
-        info = json.loads((run_dir / "checkpoints" / f"rank{rank}.json").read_text())
+        info = json.loads((generation / f"rank{rank}.json").read_text())
         memory = info["memories"]["memory"]
         assert (memory["total_capacity"], memory["capacity"], memory["stored"]) == (8, 4, 4)
         assert info["eval_samples"] == [8, 8]  # every test pair embedded once, gathered from both ranks
