@@ -87,8 +87,9 @@ def reference(root):
 
 
 def histories(uri, run_id):
+    """Every computed metric's history (``system/*`` are measurements of the machine, not of the run)."""
     client = MlflowClient(uri)
-    keys = client.get_run(run_id).data.metrics
+    keys = [key for key in client.get_run(run_id).data.metrics if not key.startswith("system/")]
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in keys}
 
 
