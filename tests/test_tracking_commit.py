@@ -6,8 +6,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from lifelong import tracking
 from lifelong.tracking import MlflowTracker
+from lifelong.tracking import tracker as tracking  # the module whose constants the tracker reads
 
 
 def tracker_in(tmp_path):

@@ -88,7 +88,7 @@ class ScoreMatrices:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> ScoreMatrices:
         """Rebuild from :meth:`state_dict` (or from one accuracy matrix's state, as checkpoints before scores held)."""
-        scores = state["scores"] if "scores" in state else {ACCURACY: state}
+        scores = state.get("scores", {ACCURACY: state})
         first = next(iter(scores.values()))
         out = cls(list(scores), first["n_experiences"])
         for name, matrix_state in scores.items():
