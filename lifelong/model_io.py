@@ -222,9 +222,10 @@ def load_model(run: str | Path, experience: int | None = None, uri: str | None =
         TrackingError: the run or model is not in the store, or the run logged no model.
         ConfigError: no model after ``experience``.
 
-    Example:
-        >>> model = lifelong.load_model("runs/quickstart/er-digits-1a2b3c4d-s0-20260101-120000")  # doctest: +SKIP
-        >>> model.predict(x)  # doctest: +SKIP
+    Example (needs a run; ``tests/e2e/test_load_model.py`` runs it)::
+
+        model = lifelong.load_model("runs/quickstart/er-digits-1a2b3c4d-s0-20260101-120000")
+        model.predict(x)
 
     """
     from lifelong.tracking import download_model, logged_model, logged_models_of_run, resolve_uri
