@@ -49,14 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered strategies, datasets, scenarios, backbones and heads")
     compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per config (digest)")
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
-    compare.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    compare.add_argument("--out", default=None, help="markdown file (default: runs/<experiment>/compare.md)")
+    compare.add_argument(
+        "--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or <output dir>/mlflow.db)"
+    )
+    compare.add_argument("--output-dir", default="runs", help="the runs' output_dir, whose store is the default (runs)")
+    compare.add_argument("--out", default=None, help="markdown file (default: <output dir>/<experiment>/compare.md)")
     compare.add_argument(
         "--by", default=None, metavar="KEY", help="group by this param (e.g. strategy.name), not by config digest"
     )
     ui = sub.add_parser("ui", help="the MLflow UI on the runs store, opened on an experiment's runs")
     ui.add_argument("experiment", nargs="?", default=None, help="experiment name (default: the latest run's)")
-    ui.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    ui.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or <output dir>/mlflow.db)")
+    ui.add_argument("--output-dir", default="runs", help="the runs' output_dir, whose store is the default (runs)")
     ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
@@ -165,8 +169,14 @@ def _ui_hint(cfg) -> str:  # noqa: ANN001
     from lifelong.ui import runs_url
 
     uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
-    option = "" if uri == resolve_uri(None) else f" --uri {uri}"
-    hint = f"MLflow UI: just ui {cfg.experiment_name}   (or: lifelong ui {cfg.experiment_name}{option})"
+    if uri == resolve_uri(None):
+        option = ""
+    elif uri == resolve_uri(None, cfg.output_dir):
+        option = f" --output-dir {cfg.output_dir}"
+    else:
+        option = f" --uri {uri}"
+    command = f"lifelong ui {cfg.experiment_name}{option}"
+    hint = f"MLflow UI: {command}" if option else f"MLflow UI: just ui {cfg.experiment_name}   (or: {command})"
     try:
         experiment_id = experiment_id_of(uri, cfg.experiment_name)
     except Exception:  # noqa: BLE001 - a hint never fails a finished run
@@ -175,9 +185,11 @@ def _ui_hint(cfg) -> str:  # noqa: ANN001
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from lifelong.tracking import resolve_uri
     from lifelong.ui import serve
 
-    return serve(args.uri, args.experiment, args.host, args.port, browser=not args.no_browser)
+    store = resolve_uri(args.uri, args.output_dir)
+    return serve(store, args.experiment, args.host, args.port, browser=not args.no_browser)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -259,7 +271,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lifelong.compare import compare_table, rows_from_records
     from lifelong.tracking import resolve_uri, stream_metric_table
 
-    rows = rows_from_records(stream_metric_table(resolve_uri(args.uri), args.experiment))
+    rows = rows_from_records(stream_metric_table(resolve_uri(args.uri, args.output_dir), args.experiment))
     if not rows:
         print(f"experiment {args.experiment!r} has no finished runs yet")
         return 1
@@ -268,7 +280,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     print(table)
-    out = Path(args.out) if args.out else Path("runs") / args.experiment / "compare.md"
+    out = Path(args.out) if args.out else Path(args.output_dir) / args.experiment / "compare.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {args.experiment}\n\n{table}\n")
     print(f"\nwritten to {out}")

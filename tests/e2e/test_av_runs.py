@@ -104,9 +104,9 @@ def test_a_flava_run_through_lifelong_run_is_tracked_like_any_other(tmp_path, ca
     assert main(["report", str(tmp_path / "av_small"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "a2v_R1" in page
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert main(["compare", "av_small", "--uri", uri, "--out", str(tmp_path / "c.md")]) == 0
+    assert main(["compare", "av_small", "--output-dir", str(tmp_path)]) == 0  # the store of that output_dir
     assert "a2v_R1/avg" in capsys.readouterr().out
+    assert "a2v_R1/avg" in (tmp_path / "av_small" / "compare.md").read_text()
 
 
 def test_pretrain_is_an_alias_of_run(tmp_path):

@@ -165,5 +165,5 @@ def test_the_hint_after_a_run_points_at_the_experiments_runs(store):
     root, uri, runs = store
     cfg = config.load("experiments/quickstart.yaml", [f"output_dir={root}", f"tracking.uri={uri}"])
     hint = _ui_hint(cfg)
-    assert f"lifelong ui quickstart --uri {uri}" in hint
+    assert f"MLflow UI: lifelong ui quickstart --output-dir {root}" in hint  # the store of that output_dir
     assert f"#/experiments/{runs[0].info.experiment_id}/runs?workflowType=machine_learning" in hint
