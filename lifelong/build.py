@@ -21,6 +21,7 @@ from torch import nn
 
 from lifelong import config as config_lib
 from lifelong.analysis import ANALYSES, Analysis
+from lifelong.annealing import InfiniteLR
 from lifelong.config import ExperimentConfig, StreamConfig
 from lifelong.data import (
     AV_DATASETS,
@@ -41,6 +42,7 @@ from lifelong.models import HEADS, build_av_model, build_model, model_family, va
 from lifelong.models.av_models import AUDIO_VIDEO, AV_MODELS, av_model_config
 from lifelong.module import ContinualModule
 from lifelong.safety import check_code
+from lifelong.schedules import InfiniteSchedule
 from lifelong.strategies import STRATEGIES, Strategy, check_head
 
 EVALUATOR_OF_FAMILY = {"classifier": "accuracy", AUDIO_VIDEO: "retrieval"}
@@ -191,8 +193,26 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
         len(stream),
         log_every_n_steps=cfg.train.log_every_n_steps,
         evaluator=evaluator,
+        lr_schedule=lr_schedule(cfg, len(stream.train[0].dataset)),
     )
     return stream, module
+
+
+def lr_schedule(cfg: ExperimentConfig, first_experience_size: int) -> InfiniteLR | None:
+    """The run's learning-rate schedule (``optim.schedule``), its phases sized on the first experience."""
+    s = cfg.optim.schedule
+    if s.name is None:
+        return None
+    batch_size, epochs = online_settings(cfg)
+    batches = first_experience_size // batch_size if cfg.train.drop_last else -(-first_experience_size // batch_size)
+    extra = {"const_ratio": s.const_ratio, "min_ratio": s.min_ratio, "shape": s.shape}
+    try:
+        schedule = InfiniteSchedule.for_first_task(
+            cfg.optim.lr, epochs * batches, s.warmup, s.cooldown, anneal_fraction=s.anneal_fraction, **extra
+        )
+    except ValueError as err:
+        raise ConfigError(f"optim.{err}") from None
+    return InfiniteLR(schedule)
 
 
 def build_run_stream(cfg: ExperimentConfig) -> Stream:

@@ -77,6 +77,25 @@ class StrategyConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """A learning-rate schedule (``name: infinite``; ``null``: the constant ``optim.lr``).
+
+    The infinite schedule (``lifelong/schedules.py``): warmup over ``warmup`` and cooldown until ``cooldown``
+    (fractions of the first experience's steps) to ``const_ratio`` x ``optim.lr``, then constant; each
+    experience's last ``anneal_fraction`` of steps anneals a fork of the weights to ``min_ratio`` x ``optim.lr``
+    for its evaluation, and training continues from the fork.
+    """
+
+    name: str | None = None
+    warmup: float = 0.05
+    cooldown: float = 0.5
+    const_ratio: float = 0.75
+    min_ratio: float = 0.05
+    shape: str = "cosine"
+    anneal_fraction: float = 0.2
+
+
+@dataclass
 class OptimConfig:
     """A fresh optimizer per experience; ``betas`` apply to adam/adamw, ``momentum`` to sgd."""
 
@@ -85,6 +104,7 @@ class OptimConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 @dataclass
@@ -343,6 +363,8 @@ def validate(cfg: ExperimentConfig) -> None:
         cfg.optim.betas,
         "use two numbers in [0, 1), e.g. [0.9, 0.999]",
     )
+    if cfg.optim.schedule.name not in (None, "infinite"):
+        raise unknown_choice("optim.schedule.name", cfg.optim.schedule.name, ["infinite"])
     _require(cfg.init.epochs >= 0, "init.epochs", cfg.init.epochs, "use an integer >= 0")
     _require(cfg.init.avm_epochs >= 0, "init.avm_epochs", cfg.init.avm_epochs, "use an integer >= 0")
     _check_devices(cfg.trainer.devices)

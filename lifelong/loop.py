@@ -171,6 +171,8 @@ def run_stream(
         listener.on_experience_end(experience, seconds, samples)
         listener.on_evaluated(experience.index, scores, matrix)
         run_analyses(experience.index, module, stream, analyses, listener)
+        if module.lr_schedule is not None:  # evaluated at the end of the annealed branch: continue from its fork
+            module.lr_schedule.restore(module)
         if checkpoints is not None:
             checkpoints.save(experience.index, matrix)
     return matrix
@@ -202,6 +204,8 @@ def train_experience(
     loader = make_loader(
         dataset, loaders.batch_size, True, loaders.num_workers, seed, sampler, drop_last=loaders.drop_last
     )
+    if module.lr_schedule is not None:
+        module.lr_schedule.begin_experience(len(loader) * int(trainer.max_epochs or 0))
     trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lifelong.annealing import InfiniteLR
 from lifelong.errors import NonFiniteLossError
 from lifelong.metrics.evaluators import AccuracyEvaluator, Evaluator
 from lifelong.signals import StopRequest
@@ -31,6 +32,7 @@ class ContinualModule(L.LightningModule):
         n_eval_experiences: number of test experiences evaluated by ``validate``.
         log_every_n_steps: average the training losses over this many steps per report.
         evaluator: scores each ``validate`` pass (default: accuracy over ``n_eval_experiences``).
+        lr_schedule: sets each step's learning rate (``optim.schedule``); ``None``: the optimizer's own.
 
     """
 
@@ -45,6 +47,7 @@ class ContinualModule(L.LightningModule):
         n_eval_experiences: int,
         log_every_n_steps: int = 20,
         evaluator: Evaluator | None = None,
+        lr_schedule: InfiniteLR | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -52,6 +55,7 @@ class ContinualModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.log_every_n_steps = log_every_n_steps
         self.evaluator = evaluator if evaluator is not None else AccuracyEvaluator(n_eval_experiences)
+        self.lr_schedule = lr_schedule
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
         self.stop_request: StopRequest | None = None
@@ -75,6 +79,15 @@ class ContinualModule(L.LightningModule):
     def on_validation_start(self) -> None:
         if self.stop_request is not None:
             self.stop_request.arm()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set this step's learning rate when the run has a schedule (``optim.schedule``)."""
+        if self.lr_schedule is None:
+            return
+        lr = self.lr_schedule.next_lr(self)
+        optimizer = self.optimizers()
+        for group in optimizer.optimizer.param_groups:  # type: ignore[union-attr]
+            group["lr"] = lr
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(p for p in self.parameters() if p.requires_grad)

@@ -9,9 +9,8 @@ The infinite schedule (Ibrahim et al. 2024; Singh et al., "Beyond Cosine Decay",
 
 Warmup and cooldown happen once (first task); every task then trains at ``lr_c`` and, for evaluation,
 anneals a *fork* of the weights over its last ``anneal_fraction`` of steps; training continues from the
-pre-anneal state (the driver must restore it). Shapes ``linear`` and ``inverse_sqrt`` (alpha 10) of the
-cooldown follow the co-author's MAE-1 code. The shared loop does not drive this schedule yet (it needs a
-fork/restore around each evaluation); only the pure schedule is here.
+pre-anneal state (:mod:`lifelong.annealing` drives it over a run). Shapes ``linear`` and ``inverse_sqrt``
+(alpha 10) of the cooldown follow the co-author's MAE-1 code.
 
 >>> s = InfiniteSchedule(lr_max=1.0, warmup_steps=10, cooldown_steps=30, const_ratio=0.5, min_ratio=0.05)
 >>> [round(s.lr(n), 3) for n in (0, 5, 10, 20, 30, 1000)]
