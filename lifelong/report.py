@@ -46,9 +46,9 @@ __all__ = [
 
 KNOWN_FIGURES = ("accuracy_matrix.png", "cka.png", "linear_probe.png")
 CURVE_NAMES = {
-    "avg_acc": "accuracy on seen experiences",
-    "avg_inc_acc": "average incremental accuracy",
-    "acc_new": "accuracy on the newest experience",
+    "avg_acc": "{score} on seen experiences",
+    "avg_inc_acc": "average incremental {score}",
+    "acc_new": "{score} on the newest experience",
     "forgetting": "forgetting (max)",
 }
 
@@ -246,9 +246,13 @@ def _stream_facts(run: RunRecord) -> list[tuple[str, Any]]:
     stream, model, strategy = cfg.get("stream", {}), cfg.get("model", {}), cfg.get("strategy", {})
     online = (stream.get("online") or {}).get("batch_size")
     train = cfg.get("train", {})
+    scenario = summary.get("scenario") or stream.get("scenario", "?")  # the stream's own (audio-video streams too)
+    size = run.matrix.n_experiences if run.matrix is not None else stream.get("n_experiences", "?")
+    optim = {k: v for k, v in (cfg.get("optim") or {}).items() if not (k == "schedule" and not (v or {}).get("name"))}
+    labelled = scenario != "audio_video"
     facts = [
-        ("stream", f"{stream.get('dataset', '?')} · {stream.get('scenario', '?')}"),
-        ("experiences", f"{summary.get('experiences_evaluated', '?')} of {stream.get('n_experiences', '?')} evaluated"),
+        ("stream", f"{stream.get('dataset', '?')} · {scenario}"),
+        ("experiences", f"{summary.get('experiences_evaluated', '?')} of {size} evaluated"),
         (
             "training",
             f"online, batches of {online}"
@@ -257,11 +261,16 @@ def _stream_facts(run: RunRecord) -> list[tuple[str, Any]]:
         ),
         (
             "samples per class",
-            f"train {stream.get('train_per_class') or 'all'}, test {stream.get('test_per_class') or 'all'}",
+            f"train {stream.get('train_per_class') or 'all'}, test {stream.get('test_per_class') or 'all'}"
+            if labelled
+            else f"the dataset's own tasks {json.dumps(stream.get('params') or {})}",
         ),
-        ("model", f"{model.get('backbone', '?')} + {model.get('head', '?')} head"),
+        (
+            "model",
+            f"{model.get('backbone', '?')} + {model.get('head', '?')} head" if labelled else model.get("backbone"),
+        ),
         ("strategy", f"{strategy.get('name', '?')} {json.dumps(strategy.get('params') or {})}"),
-        ("optimizer", ", ".join(f"{k} {v}" for k, v in (cfg.get("optim") or {}).items())),
+        ("optimizer", ", ".join(f"{k} {v}" for k, v in optim.items())),
         ("seed", str(cfg.get("seed", "?"))),
         ("status", summary.get("status", "?")),
         ("time", f"{summary.get('seconds', '?')} s, {summary.get('train_samples_per_second', '?')} train samples/s"),
@@ -296,8 +305,9 @@ def _run_section(run: RunRecord, prefix: str) -> str:
         curves = matrix_curves(run.matrix)
         labels = [f"after {k}" for k in range(run.matrix.rows_filled)]
         parts.append("<h3>Metrics per experience</h3>")
-        plotted = {CURVE_NAMES[k]: v for k, v in curves.items() if k in CURVE_NAMES}
-        png = _curves_png(plotted, labels, "Stream metrics after each experience")
+        score = "accuracy" if run.primary == ACCURACY else run.primary
+        plotted = {CURVE_NAMES[k].format(score=score): v for k, v in curves.items() if k in CURVE_NAMES}
+        png = _curves_png(plotted, labels, f"Stream metrics of {score} after each experience")
         parts.append(_img(png, f"{prefix}-metric-curves", "metric-curves", "metric curves per experience"))
         rows = [[key, *values] for key, values in curves.items()]
         parts.append(_html_table(f"{prefix}-curves-table", "curves-table", ["metric", *labels], rows))

@@ -55,6 +55,7 @@ class RunResult:
     seconds: float = 0.0
     samples_per_second: float = 0.0
     rank: int = 0  # this process's rank (DDP); only rank 0 reports
+    scenario: str = ""  # the stream's scenario (class_incremental ..., audio_video)
 
     @property
     def matrix(self) -> AccuracyMatrix:
@@ -201,6 +202,7 @@ def run(
             time.perf_counter() - started,
             listener.train_samples / max(listener.train_seconds, 1e-9),
             rank,
+            stream.info.scenario,
         )
         if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
             _write_outputs(result, status, checkpoints.completed)
@@ -253,6 +255,7 @@ def _write_outputs(result: RunResult, status: str = "FINISHED", checkpointed: in
         matrix_heatmap(matrix, run_dir / f"{stem}.png", title=f"{title}: {result.config.run_name}")
     summary = {
         "scores": result.matrices.names,
+        "scenario": result.scenario,
         "run_name": result.config.run_name,
         "run_id": result.run_id,
         "status": status,

@@ -103,7 +103,10 @@ def test_a_flava_run_through_lifelong_run_is_tracked_like_any_other(tmp_path, ca
     # lifelong report and lifelong compare show the run
     assert main(["report", str(tmp_path / "av_small"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
-    assert "a2v_R1" in page
+    assert "a2v_R1 matrix" in page
+    assert "av_synthetic · audio_video" in page  # the stream's own scenario, not the config's default
+    assert "2 of 2 evaluated" in page
+    assert "linear head" not in page  # an audio-video model has no head
     assert main(["compare", "av_small", "--output-dir", str(tmp_path)]) == 0  # the store of that output_dir
     assert "a2v_R1/avg" in capsys.readouterr().out
     assert "a2v_R1/avg" in (tmp_path / "av_small" / "compare.md").read_text()
