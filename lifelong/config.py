@@ -416,6 +416,11 @@ def to_yaml(cfg: ExperimentConfig) -> str:
 
 def flatten(cfg: ExperimentConfig) -> dict[str, str]:
     """``{"stream.dataset": "digits", ...}``: the resolved config as MLflow params."""
+    return flatten_mapping(to_dict(cfg))
+
+
+def flatten_mapping(mapping: dict[str, Any]) -> dict[str, str]:
+    """Nested mappings as ``{"a.b": "value"}`` (an empty mapping stays one key, ``"{}"``)."""
     out: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -425,5 +430,5 @@ def flatten(cfg: ExperimentConfig) -> dict[str, str]:
         else:
             out[prefix[:-1]] = str(node)
 
-    walk(to_dict(cfg), "")
+    walk(mapping, "")
     return out

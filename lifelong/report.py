@@ -349,17 +349,7 @@ def _resolved_params(path: Path, raw: dict[str, Any]) -> dict[str, str]:
     try:
         return resolved_params(config_lib.load(path))
     except ConfigError:
-        out: dict[str, str] = {}
-
-        def walk(node: Any, prefix: str) -> None:
-            if isinstance(node, dict) and node:
-                for key, value in node.items():
-                    walk(value, f"{prefix}{key}.")
-            else:
-                out[prefix[:-1]] = str(node)
-
-        walk(raw, "")
-        return out
+        return config_lib.flatten_mapping(raw)
 
 
 def _comparison(runs: list[RunRecord]) -> str:

@@ -17,17 +17,11 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from lifelong.errors import TrackingError
-from lifelong.stores import (  # noqa: F401
-    HTTP_LIMITS,
+from lifelong.stores import (
     START_TIMEOUT,
-    check_store,
-    default_uri,
-    git_commit,
     http_limits,
     is_local,
     package_git_info,
-    resolve_uri,
-    store_lock,
     tracking_error,
     unreachable,
 )

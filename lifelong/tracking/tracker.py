@@ -29,16 +29,11 @@ from mlflow.tracking import MlflowClient
 
 from lifelong.errors import TrackingError, unknown_choice
 from lifelong.journal import RunJournal
-from lifelong.stores import (  # noqa: F401 - re-exported: callers import them from here
-    HTTP_LIMITS,
+from lifelong.stores import (
     START_TIMEOUT,
-    check_store,
-    default_uri,
-    git_commit,
     http_limits,
     is_local,
     package_git_info,
-    resolve_uri,
     store_lock,
     tracking_error,
     unreachable,
