@@ -33,12 +33,13 @@ class DER(ExperienceReplay):
     the statistics then cover the joint batch, as for ``er`` and ``er_ace`` here); no augmentation (mammoth
     augments the incoming and replayed inputs of its image benchmarks; the incoming samples are stored
     unaugmented in both, and, like ``er``, the strategy adds none, so the stored logits are those of the
-    stored input); the logits' MSE is computed in fp32 and averaged over the entries that are targets (the
-    same as ``F.mse_loss`` for a single head that does not grow); the memory is sharded under DDP.
+    stored input, where mammoth's are those of its augmented view); the logits' MSE is computed in fp32 and
+    averaged over the entries that are targets (the same as ``F.mse_loss`` for a single head that does not
+    grow); the memory is sharded under DDP.
 
-    Default ``alpha``: 0.3, mammoth's ``utils/best_args.py`` for ``der`` on seq-cifar10 with a 500-sample
-    buffer (the paper's best hyperparameters, its Appendix; 0.3 for every buffer size on seq-cifar10, 0.1 on
-    seq-tinyimg).
+    Default ``alpha``: 0.3, mammoth's ``utils/best_args.py`` (commit 0d727a7) for ``der`` on seq-cifar10 with a
+    500-sample buffer (the paper's best hyperparameters, its Appendix; 0.3 for every buffer size on
+    seq-cifar10, 0.1 on seq-tinyimg).
 
     Args:
         memory_size: total memory slots (split across DDP ranks by the driver).
@@ -128,8 +129,8 @@ class DERpp(DER):
     without replacement; they may share samples). Deviations from mammoth: those of :class:`DER` (one
     forward pass over the incoming and both replay batches; no augmentation).
 
-    Defaults ``alpha`` 0.2 and ``beta`` 0.5: mammoth's ``utils/best_args.py`` for ``derpp`` on seq-cifar10
-    with a 500-sample buffer (the paper's Appendix; with 200 samples: 0.1 and 0.5).
+    Defaults ``alpha`` 0.2 and ``beta`` 0.5: mammoth's ``utils/best_args.py`` (commit 0d727a7) for ``derpp`` on
+    seq-cifar10 with a 500-sample buffer (the paper's Appendix; with 200 samples: 0.1 and 0.5).
 
     Args:
         memory_size: total memory slots (split across DDP ranks by the driver).
