@@ -151,7 +151,9 @@ def loader_settings(cfg: ExperimentConfig) -> LoaderSettings:
     """How the loop turns the stream's datasets into loaders."""
     batch_size, _ = online_settings(cfg)
     t = cfg.train
-    return LoaderSettings(batch_size, t.eval_batch_size, t.num_workers, cfg.seed, drop_last=t.drop_last)
+    return LoaderSettings(
+        batch_size, t.eval_batch_size, t.num_workers, cfg.seed, drop_last=t.drop_last, shuffle=cfg.stream.online.shuffle
+    )
 
 
 def make_optimizer(cfg: config_lib.OptimConfig):  # noqa: ANN201

@@ -26,9 +26,20 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 @dataclass
 class OnlineConfig:
-    """Single-pass (online) learning: each experience is seen once in mini-batches of ``batch_size``."""
+    """Single-pass (online) learning: each experience is seen once in mini-batches of ``batch_size``.
+
+    Attributes:
+        batch_size: incoming samples per step of a single pass; ``null`` trains offline (``train.batch_size``
+            for ``train.epochs`` epochs).
+        shuffle: shuffle each training experience (the default); ``false`` keeps the order the stream gives
+            (temporally ordered streams, pre-ordered benchmarks), online or offline (every epoch the same order).
+            Under DDP with ``false``, rank ``r`` of ``w`` reads samples ``r, r + w, r + 2w, ...`` in that order
+            (the shard is padded with the first samples so every rank takes as many steps).
+
+    """
 
     batch_size: int | None = None
+    shuffle: bool = True
 
 
 @dataclass

@@ -54,6 +54,7 @@ class LoaderSettings:
     num_workers: int = 0
     seed: int = 0
     drop_last: bool = False  # training batches: full batches only (the last partial batch of an epoch is dropped)
+    shuffle: bool = True  # training batches: shuffled, or in the order the experience's dataset gives (``False``)
 
 
 class ShardSampler(DistributedSampler):
@@ -190,6 +191,17 @@ def run_analyses(
         listener.on_analysis(after, metrics)
 
 
+def training_sampler(dataset: Dataset, world_size: int, rank: int, shuffle: bool, seed: int) -> DistributedSampler:
+    """Rank ``rank``'s share of a training experience under DDP; every rank takes as many steps.
+
+    Shuffled: a fresh permutation every epoch (Lightning calls ``set_epoch``), split over the ranks. In order
+    (``shuffle=False``): rank ``r`` of ``w`` reads samples ``r, r + w, r + 2w, ...`` of the dataset's order, so
+    global step ``k`` covers the samples ``k * B * w`` to ``(k + 1) * B * w - 1`` between them; when ``w``
+    does not divide the dataset, the shards are padded with its first samples (``DistributedSampler``'s rule).
+    """
+    return DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed)
+
+
 def train_experience(
     module: ContinualModule, experience: Experience, trainer: L.Trainer, loaders: LoaderSettings
 ) -> int:
@@ -198,11 +210,11 @@ def train_experience(
     strategy.before_experience(module.model, experience)
     dataset = strategy.train_dataset(experience)
     seed = loaders.seed + experience.index
-    sampler: DistributedSampler | None = None
-    if trainer.world_size > 1:  # this rank's share, reshuffled every epoch (Lightning calls set_epoch)
-        sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=seed)
+    sampler = None
+    if trainer.world_size > 1:
+        sampler = training_sampler(dataset, trainer.world_size, trainer.global_rank, loaders.shuffle, seed)
     loader = make_loader(
-        dataset, loaders.batch_size, True, loaders.num_workers, seed, sampler, drop_last=loaders.drop_last
+        dataset, loaders.batch_size, loaders.shuffle, loaders.num_workers, seed, sampler, drop_last=loaders.drop_last
     )
     if module.lr_schedule is not None:
         module.lr_schedule.begin_experience(len(loader) * int(trainer.max_epochs or 0))

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from lifelong.buffers import ReservoirBuffer
 from lifelong.data.types import StreamInfo
 from lifelong.strategies.base import StepOutput, Strategy, register_strategy
+from lifelong.strategies.common import stored_target_mse
 
 if TYPE_CHECKING:
     from lifelong.models.cavmae import CAVMAE
@@ -48,9 +48,7 @@ def loss_parts(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def embedding_mse(out: dict[str, torch.Tensor], replay: dict[str, torch.Tensor], n: int) -> torch.Tensor:
     """DER anchor: MSE between the current and the stored embeddings of the replayed clips (fp32 targets)."""
-    return F.mse_loss(out["emb_a"][n:].float(), replay["emb_a"].float()) + F.mse_loss(
-        out["emb_v"][n:].float(), replay["emb_v"].float()
-    )
+    return stored_target_mse(out["emb_a"][n:], replay["emb_a"]) + stored_target_mse(out["emb_v"][n:], replay["emb_v"])
 
 
 @register_strategy("av_er")

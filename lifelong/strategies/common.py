@@ -5,6 +5,8 @@
   ``cl2r``);
 - replay mixing: :func:`append_replay` (the incoming batch with a replay batch appended; ``er`` and its
   subclasses, ``scr``, ``pcr``, ``hpcr``);
+- dark-experience targets: :func:`stored_target_mse` (MSE to outputs stored with the memory samples, fp32;
+  ``der``, ``derpp``, ``av_er``, ``av_derpp``);
 - pair masks of contrastive losses: :func:`same_label` and :func:`positive_mask` (``scr``, ``hpcr``, ``hoc``);
 - lazily sized state: :func:`resize_buffers` (buffers whose shape is known only once data or a checkpoint
   arrives);
@@ -96,6 +98,34 @@ def append_replay(memory: ReservoirBuffer, batch: Batch, size: int | None) -> tu
     if not replayed:
         return batch, replayed
     return (torch.cat([x, replayed["x"]]), torch.cat([y, replayed["y"]]), torch.cat([t, replayed["t"]])), replayed
+
+
+def stored_target_mse(current: torch.Tensor, stored: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """DER's anchor: the mean squared error between current outputs and the targets stored with the samples, in fp32.
+
+    ``mean((current - stored)^2)`` over the entries that are targets: those where ``stored`` is finite (NaN marks
+    a column that did not exist when the sample was stored, see :class:`~lifelong.strategies.der.DER`) and
+    ``valid`` is true. With every entry a target this is ``F.mse_loss(current, stored)``.
+
+    Args:
+        current: ``(B, D)`` outputs of this step for the replayed samples (any precision).
+        stored: ``(B, D')`` stored targets, ``D' <= D``: the first ``D'`` columns of ``current`` are compared.
+        valid: optional ``(B, D')`` bool, the entries that are targets.
+
+    Example:
+        >>> stored_target_mse(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))  # (1 + 4) / 2
+        tensor(2.5000)
+        >>> stored_target_mse(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, float("nan")]]))
+        tensor(1.)
+
+    """
+    stored = stored.float()
+    current = current[:, : stored.shape[1]].float()
+    targets = torch.isfinite(stored)
+    if valid is not None:
+        targets = targets & valid.to(targets.device)
+    squared = (current - torch.where(targets, stored, current.detach())).square()  # masked entries: 0
+    return squared.sum() / targets.sum().clamp(min=1)
 
 
 # --------------------------------------------------------------------------- pair masks
