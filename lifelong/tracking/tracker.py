@@ -1,17 +1,6 @@
-"""The MLflow tracker of one run, ``lifelong sync`` and the compare table (see :mod:`lifelong.tracking`).
+"""The MLflow tracker of one run, ``lifelong sync`` and the compare table.
 
-Default store: ``sqlite:///<cwd>/runs/mlflow.db`` with artifacts under ``runs/artifacts``;
-``MLFLOW_TRACKING_URI`` or an explicit ``uri`` override it (an ``http://`` server works the same).
-Every value is journaled when it is logged (:mod:`lifelong.journal`) and sent in batches, so
-tracking never dominates a training step. With checkpoints, evaluation values are fsynced before
-the checkpoint that covers them is committed and sent only after that commit; a resumed run drops
-what the journal holds beyond its checkpoint unless MLflow has it already, and never sends a
-(key, step) twice. A run whose process died is marked FAILED by ``lifelong sync`` or ``--resume``.
-
-A tracking server that cannot be reached when a run starts is an error (:class:`TrackingError`,
-before any training). One that goes away later does not stop training: every value is journaled
-in the run directory first (:mod:`lifelong.journal`), sending is retried every
-``RETRY_SECONDS``, and ``lifelong sync <run dir>`` (:func:`sync_run`) uploads whatever is left.
+How values are journaled, committed with checkpoints and sent is described in :mod:`lifelong.tracking`.
 """
 
 from __future__ import annotations
