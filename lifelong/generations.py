@@ -37,37 +37,13 @@ import torch
 
 from lifelong.errors import ConfigError
 from lifelong.faults import crash_point
+from lifelong.journal import write_durable
 
 FORMAT = 2
 LATEST = "LATEST"
 STATE = "state.json"
 PATTERN = re.compile(r"gen-(\d{6,})")
 LEGACY_FORMAT = 1  # a single unversioned checkpoint (state.json + rank<r>.pt in the folder itself)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name, fsync it, rename it and fsync the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def sha256_of(path: Path) -> str:

@@ -112,6 +112,14 @@ def assert_same_as_uninterrupted(root, full):
     assert len({(v["key"], v["step"]) for v in lines}) == len(lines)  # the journal holds each value once too
 
 
+def killed_run(root):
+    """The store's client and its one run, which a SIGKILL left RUNNING."""
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    (dead,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert dead.info.status == "RUNNING"
+    return client, dead
+
+
 def test_sigkill_inside_the_commit_and_at_random_points_then_resume(tmp_path):
     rng = random.Random(15)
     full = reference(tmp_path / "full")
@@ -120,9 +128,7 @@ def test_sigkill_inside_the_commit_and_at_random_points_then_resume(tmp_path):
     code, _, err = finish(launch(root, crash_at="checkpoint.state@2"))
     assert code == -signal.SIGKILL, err
     run_dir = run_dir_of(root)
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    (dead,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
-    assert dead.info.status == "RUNNING"
+    client, dead = killed_run(root)
     assert main(["sync", str(run_dir)]) == 0  # the process is gone: sync marks the run FAILED
     assert client.get_run(dead.info.run_id).info.status == "FAILED"
     # 2. killed after the journal was fsynced, before the generation's files were written
@@ -147,9 +153,7 @@ def test_a_run_killed_in_its_first_checkpoint_is_marked_failed_by_resume(tmp_pat
     code, _, err = finish(launch(tmp_path, crash_at="checkpoint.files@1"))
     assert code == -signal.SIGKILL, err
     run_dir = run_dir_of(tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (dead,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
-    assert dead.info.status == "RUNNING"
+    client, dead = killed_run(tmp_path)
     assert main(["run", *args_for(tmp_path), "--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "no usable checkpoint" in err
