@@ -1,12 +1,13 @@
-"""Online class-incremental accuracy on Split Fashion-MNIST: finetune, ER, ER-ACE, SCR, PCR and HPCR.
+"""Online class-incremental accuracy on Split Fashion-MNIST: finetune, ER, ER-ACE, DER, DER++, SCR, PCR and HPCR.
 
 Every method runs the experiment file ``experiments/fmnist_online_<method>.yaml`` (5 tasks of 2 classes,
 one pass in batches of 10, a memory of 500 and a replay batch of 10 where the method has one, SGD lr 0.1,
 the 2x256 MLP) through ``lifelong.run.run``, with tracking and checkpoints off, once per seed. Seeds are the
-outer loop, so machine-load drifts hit every method alike.
+outer loop, so machine-load drifts hit every method alike. When ``--per-class`` changes the steps per task,
+HPCR's temperature period follows the rule written in its experiment file (:func:`hpcr_period`).
 
     python benchmarks/ocl_accuracy.py [--seeds 0,1,2] [--methods er,pcr,hpcr] [--per-class 6000]
-        [--backbone reduced_resnet18 --backbone-kwargs '{"nf": 8}'] [--set optim.lr=0.05 ...]
+        [--backbone reduced_resnet18 [--backbone-kwargs '{"nf": 20}']] [--set optim.lr=0.05 ...]
 
 Reports per method the final average accuracy and the forgetting (lifelong's: max-based, averaged over the
 first T-1 tasks), mean ± sample std over seeds, and the training throughput (stream samples per second,
@@ -33,7 +34,24 @@ from lifelong.run import run
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("finetune", "er", "er_ace", "scr", "pcr", "hpcr")
+METHODS = ("finetune", "er", "er_ace", "der", "derpp", "scr", "pcr", "hpcr")
+CLASSES_PER_TASK, ONLINE_BATCH, OFFICIAL_PERIOD = 2, 10, 500
+
+
+def hpcr_period(per_class: int) -> int:
+    """HPCR's temperature period for ``per_class`` training images: whole cycles per task, near the official 500.
+
+    The official tasks are 500 or 1,000 steps long with a 500-step cycle, so each ends at the cycle's minimum;
+    this keeps that property for other task lengths.
+
+    Example:
+        >>> hpcr_period(6000), hpcr_period(2000), hpcr_period(1000)
+        (600, 400, 200)
+
+    """
+    steps = per_class * CLASSES_PER_TASK // ONLINE_BATCH
+    cycles = max(1, round(steps / OFFICIAL_PERIOD))
+    return steps // cycles
 
 
 def load_config(method: str, seed: int, args: argparse.Namespace, tmp: Path) -> config.ExperimentConfig:
@@ -47,6 +65,8 @@ def load_config(method: str, seed: int, args: argparse.Namespace, tmp: Path) -> 
     overrides = [f"seed={seed}", "tracking.enabled=false", "checkpoint.enabled=false", f"output_dir={tmp / 'runs'}"]
     if args.per_class is not None:
         overrides.append(f"stream.train_per_class={args.per_class}")
+        if method == "hpcr":
+            overrides.append(f"strategy.params.temperature_period={hpcr_period(args.per_class)}")
     if args.test_per_class is not None:
         overrides.append(f"stream.test_per_class={args.test_per_class}")
     return config.load(path, overrides + list(args.set))
@@ -116,34 +136,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ocl_accuracy_") as tmp:
         for seed in seeds:
             for method in methods:
-                cfg = load_config(method, seed, args, Path(tmp))
-                t0 = time.perf_counter()
-                result = run(cfg, quiet=True)
-                row = {
-                    "seed": seed,
-                    "avg_acc": result.metrics["avg_acc"],
-                    "forgetting": result.metrics["forgetting"],
-                    "samples_per_second": result.samples_per_second,
-                    "wall_seconds": time.perf_counter() - t0,
-                    "final_row": result.matrix.row(result.matrix.n_experiences - 1),
-                }
-                runs[method].append(row)
-                print(
-                    f"seed {seed} {method:9s} avg_acc {row['avg_acc']:.4f} forgetting {row['forgetting']:.4f} "
-                    f"{row['samples_per_second']:.0f} samples/s ({row['wall_seconds']:.0f}s)",
-                    flush=True,
-                )
-    summary = summarise(runs)
+                runs[method].append(run_once(method, seed, args, Path(tmp)))
+                write_results(args, seeds, methods, runs, time.perf_counter() - started, complete=False)
+    out = write_results(args, seeds, methods, runs, time.perf_counter() - started, complete=True)
+    print("\n" + out["markdown"])
+    print(f"\nwall time {out['wall_seconds']:.0f}s\nwritten {args.out}")
+
+
+def run_once(method: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+    """One run of ``method`` with ``seed``: its final accuracy, forgetting, throughput and final row."""
+    cfg = load_config(method, seed, args, tmp)
+    t0 = time.perf_counter()
+    result = run(cfg, quiet=True)
+    row = {
+        "seed": seed,
+        "avg_acc": result.metrics["avg_acc"],
+        "forgetting": result.metrics["forgetting"],
+        "samples_per_second": result.samples_per_second,
+        "wall_seconds": time.perf_counter() - t0,
+        "final_row": result.matrix.row(result.matrix.n_experiences - 1),
+    }
+    print(
+        f"seed {seed} {method:9s} avg_acc {row['avg_acc']:.4f} forgetting {row['forgetting']:.4f} "
+        f"{row['samples_per_second']:.0f} samples/s ({row['wall_seconds']:.0f}s)",
+        flush=True,
+    )
+    return row
+
+
+def write_results(
+    args: argparse.Namespace,
+    seeds: list[int],
+    methods: list[str],
+    runs: dict[str, list[dict]],
+    wall: float,
+    complete: bool,
+) -> dict:
+    """Write the JSON of the runs so far (after every run, so an interrupted benchmark keeps what it measured)."""
+    done = {method: rows for method, rows in runs.items() if rows}
+    summary = summarise(done)
     backbone = args.backbone or "mlp 2x256"
     subset = f"{args.per_class}/class" if args.per_class else "full"
     title = (
         f"Online Split Fashion-MNIST (5 tasks, {subset} training set), M=500, batch 10 + replay 10, {backbone}, "
         f"seeds {args.seeds}" + (f", overrides {args.set}" if args.set else "")
     )
-    print("\n" + markdown(summary, title))
-    total = time.perf_counter() - started
-    print(f"\nwall time {total:.0f}s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {
         "setting": {
             "seeds": seeds,
@@ -159,13 +196,15 @@ def main() -> None:
             "platform": platform.platform(),
             "torch": torch.__version__,
         },
-        "wall_seconds": total,
+        "complete": complete,
+        "wall_seconds": wall,
         "summary": summary,
-        "runs": runs,
+        "runs": done,
         "markdown": markdown(summary, title),
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    print(f"written {args.out}")
+    return out
 
 
 if __name__ == "__main__":
