@@ -12,7 +12,8 @@ HPCR's temperature period follows the rule written in its experiment file (:func
 Reports per method the final average accuracy and the forgetting (lifelong's: max-based, averaged over the
 first T-1 tasks), mean ± sample std over seeds, and the training throughput (stream samples per second,
 evaluation excluded) and its ratio to ER's on the same seeds. Prints a markdown table and writes
-``benchmarks/results/ocl_accuracy.json`` (``--out`` to change).
+``benchmarks/results/ocl_accuracy_<backbone>.json`` (``--out`` to change). Seeds run as separate processes
+(e.g. in parallel) are combined with ``--merge a.json b.json --out all.json``.
 """
 
 from __future__ import annotations
@@ -98,7 +99,29 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
     return summary
 
 
-def markdown(summary: dict[str, dict], title: str) -> str:
+ORDER = (("hpcr", "pcr"), ("pcr", "er"))  # the paper's claim: HPCR > PCR > ER
+
+
+def paired_gaps(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """For each pair in ``ORDER``: the accuracy gap paired by seed (mean, sd) and on how many seeds it is positive."""
+    gaps = {}
+    for better, worse in ORDER:
+        if better not in runs or worse not in runs:
+            continue
+        base = {r["seed"]: r["avg_acc"] for r in runs[worse]}
+        diffs = [r["avg_acc"] - base[r["seed"]] for r in runs[better] if r["seed"] in base]
+        if diffs:
+            mean, std = mean_std(diffs)
+            gaps[f"{better}-{worse}"] = {
+                "mean": mean,
+                "std": std,
+                "positive": sum(d > 0 for d in diffs),
+                "seeds": len(diffs),
+            }
+    return gaps
+
+
+def markdown(summary: dict[str, dict], title: str, gaps: dict[str, dict] | None = None) -> str:
     lines = [
         title,
         "",
@@ -112,6 +135,12 @@ def markdown(summary: dict[str, dict], title: str) -> str:
             f"| {100 * s['forgetting_mean']:.1f} ± {100 * s['forgetting_std']:.1f} "
             f"| {s['samples_per_second_mean']:.0f} | {ratio} | {s['runs']} |"
         )
+    lines += [""] if gaps else []
+    for pair, g in (gaps or {}).items():
+        lines.append(
+            f"{pair} accuracy, paired by seed: {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} points, "
+            f"positive on {g['positive']} of {g['seeds']} seeds"
+        )
     return "\n".join(lines)
 
 
@@ -124,8 +153,21 @@ def main() -> None:
     parser.add_argument("--backbone", default=None, help="replace the files' backbone (e.g. reduced_resnet18)")
     parser.add_argument("--backbone-kwargs", default="{}", help="JSON options of --backbone, e.g. '{\"nf\": 8}'")
     parser.add_argument("--set", action="append", default=[], help="extra config override key=value (repeatable)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "ocl_accuracy.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/ocl_accuracy_<backbone>.json")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="combine result files of the same setting run with different seeds (e.g. in parallel) into --out",
+    )
     args = parser.parse_args()
+    args.out = args.out or RESULTS / f"ocl_accuracy_{args.backbone or 'mlp'}.json"
+    if args.merge:
+        out = merge(args.merge, args.out)
+        print(out["markdown"] + f"\n\nwritten {args.out}")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -175,6 +217,7 @@ def write_results(
     """Write the JSON of the runs so far (after every run, so an interrupted benchmark keeps what it measured)."""
     done = {method: rows for method, rows in runs.items() if rows}
     summary = summarise(done)
+    gaps = paired_gaps(done)
     backbone = args.backbone or "mlp 2x256"
     subset = f"{args.per_class}/class" if args.per_class else "full"
     title = (
@@ -199,12 +242,45 @@ def write_results(
         "complete": complete,
         "wall_seconds": wall,
         "summary": summary,
+        "paired_gaps": gaps,
         "runs": done,
-        "markdown": markdown(summary, title),
+        "markdown": markdown(summary, title, gaps),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     return out
+
+
+def merge(paths: list[Path], out: Path) -> dict:
+    """One result file from several runs of the same setting on disjoint seeds; the summary is recomputed."""
+    files = [json.loads(path.read_text()) for path in paths]
+    first = files[0]["setting"]
+    for path, data in zip(paths[1:], files[1:], strict=True):
+        other = {k: v for k, v in data["setting"].items() if k not in ("seeds", "methods")}
+        if other != {k: v for k, v in first.items() if k not in ("seeds", "methods")}:
+            raise SystemExit(f"{path}: its setting differs from {paths[0]}'s; only seeds and methods may differ")
+    runs: dict[str, list[dict]] = {}
+    for path, data in zip(paths, files, strict=True):
+        for method, rows in data["runs"].items():
+            seen = {r["seed"] for r in runs.get(method, [])}
+            if seen & {r["seed"] for r in rows}:
+                raise SystemExit(f"{path}: {method} seed(s) {sorted(seen & {r['seed'] for r in rows})} already merged")
+            runs.setdefault(method, []).extend(rows)
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["seed"])
+    seeds = sorted({r["seed"] for rows in runs.values() for r in rows})
+    complete = all(data["complete"] for data in files) and all(len(rows) == len(seeds) for rows in runs.values())
+    args = argparse.Namespace(
+        backbone=None if first["backbone"] == "mlp 2x256" else first["backbone"],
+        backbone_kwargs=json.dumps(first["backbone_kwargs"]),
+        per_class=first["per_class"],
+        test_per_class=first["test_per_class"],
+        set=first["overrides"],
+        seeds=",".join(map(str, seeds)),
+        out=out,
+    )
+    wall = sum(data["wall_seconds"] for data in files)
+    return write_results(args, seeds, list(runs), runs, wall, complete=complete)
 
 
 if __name__ == "__main__":
