@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=None, help="test images per class (default: all 1000)")
     parser.add_argument("--backbone", default=None, help="replace the files' backbone (e.g. reduced_resnet18)")
     parser.add_argument("--backbone-kwargs", default="{}", help="JSON options of --backbone, e.g. '{\"nf\": 8}'")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
     parser.add_argument("--set", action="append", default=[], help="extra config override key=value (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="default: results/ocl_accuracy_<backbone>.json")
     parser.add_argument(
@@ -163,6 +164,7 @@ def main() -> None:
         help="combine result files of the same setting run with different seeds (e.g. in parallel) into --out",
     )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # the published tables use one thread; parallel seeds must not oversubscribe
     args.out = args.out or RESULTS / f"ocl_accuracy_{args.backbone or 'mlp'}.json"
     if args.merge:
         out = merge(args.merge, args.out)
