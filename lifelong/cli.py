@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from lifelong import shipped
 from lifelong.errors import ConfigError, DataError, NonFiniteLossError, RunInterrupted, TrackingError
+from lifelong.version import __version__
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -17,7 +19,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("config", help="experiment YAML")
+    run.add_argument("config", help="experiment YAML, or the name of a shipped one (`lifelong list`), e.g. quickstart")
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -39,6 +41,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
+    parser.add_argument("--version", action="version", version=f"lifelong {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_arguments(
         sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the resolved config")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
-    sub.add_parser("list", help="registered strategies, datasets, scenarios, backbones and heads")
+    sub.add_parser("list", help="shipped experiments; registered strategies, datasets, scenarios, backbones, heads")
     compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per config (digest)")
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
     compare.add_argument(
@@ -234,6 +237,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lifelong.models import AV_MODELS, BACKBONES, HEADS, backbone_names
     from lifelong.strategies import STRATEGIES, strategy_names
 
+    print("experiments (lifelong run NAME [key=value ...]):")
+    for name in shipped.shipped_names():
+        print(f"  {name:<30} {shipped.describe(name)}")
     for title, registry, names in (
         ("strategies", STRATEGIES, strategy_names("classifier")),
         ("datasets", DATASETS, DATASETS.names()),

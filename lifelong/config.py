@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from lifelong import shipped
 from lifelong.errors import ConfigError, did_you_mean, unknown_choice
 from lifelong.safety import check_path_name, load_yaml
 
@@ -250,7 +251,7 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(ExperimentConfig)
     for path in paths:
-        merged = _merge(merged, read_yaml(path), source=str(path))
+        merged = _merge(merged, read_yaml(shipped.resolve(path)), source=str(path))
     if overrides:
         _check_override_syntax(overrides)
         merged = _merge(merged, _parse_overrides(overrides), source="command line")
