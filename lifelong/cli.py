@@ -140,20 +140,30 @@ def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
     return f"The last checkpoint is from {where}; continue with:\n  {command}"
 
 
+def load_checked(args: argparse.Namespace):  # noqa: ANN201
+    """The command line's config, with its registry names and parameters checked (before torch is imported)."""
+    from lifelong import config
+    from lifelong.catalog import check_config
+
+    cfg = config.load(args.config, args.overrides)
+    check_config(cfg)
+    return cfg
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from lifelong import config
 
-    print(config.to_yaml(config.load(args.config, args.overrides)), end="")
+    print(config.to_yaml(load_checked(args)), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lifelong import config
-    from lifelong.run import check_names, run_seeds
     from lifelong.safety import ANY, allow_code
 
     allow_code([ANY] if args.trust_config else args.allow_code)
-    cfg = config.load(args.config, args.overrides)
+    cfg = load_checked(args)
+    from lifelong.run import check_names, run_seeds
+
     check_names(cfg)
     results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet, resume=args.resume)
     if results[0].rank > 0:  # DDP: rank 0 reports
