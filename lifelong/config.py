@@ -17,9 +17,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lifelong import shipped
 from lifelong.errors import ConfigError, did_you_mean, unknown_choice
 from lifelong.safety import check_path_name, load_yaml
+from lifelong.shipped import resolve as resolve_shipped
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -251,7 +251,7 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(ExperimentConfig)
     for path in paths:
-        merged = _merge(merged, read_yaml(shipped.resolve(path)), source=str(path))
+        merged = _merge(merged, read_yaml(resolve_shipped(path)), source=str(path))
     if overrides:
         _check_override_syntax(overrides)
         merged = _merge(merged, _parse_overrides(overrides), source="command line")
