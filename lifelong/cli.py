@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifelong import shipped
+from lifelong import logs, shipped
 from lifelong.errors import ConfigError, DataError, NonFiniteLossError, RunInterrupted, TrackingError
 from lifelong.version import __version__
 
@@ -18,11 +18,28 @@ def _parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: use comma-separated integers, e.g. 0,1,2") from None
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q``, accepted before the command and after it (``lifelong -q run x``, ``lifelong run x -q``)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug lines and other packages' logs"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings, errors and results only"
+    )
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """The ``lifelong.logs`` verbosity of the command line."""
+    if getattr(args, "verbose", False):
+        return logs.VERBOSE
+    return logs.QUIET if getattr(args, "quiet", False) else logs.NORMAL
+
+
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("config", help="experiment YAML, or the name of a shipped one (`lifelong list`), e.g. quickstart")
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
-    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    _add_verbosity(run)
     run.add_argument(
         "--allow-code",
         metavar="MODULE",
@@ -42,6 +59,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
     parser.add_argument("--version", action="version", version=f"lifelong {__version__}")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_arguments(
         sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
@@ -94,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one message and exit with 2."""
     args = parse_args(argv)
+    logs.setup(verbosity(args))
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
         commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui)
@@ -165,7 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lifelong.run import check_names, run_seeds
 
     check_names(cfg)
-    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet, resume=args.resume)
+    quiet = verbosity(args) == logs.QUIET
+    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=quiet, resume=args.resume)
     if results[0].rank > 0:  # DDP: rank 0 reports
         return 0
     for result in results:

@@ -9,6 +9,7 @@ from typing import Any
 
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience
+from lifelong.logs import LOG
 from lifelong.metrics.score_matrices import ScoreMatrices, metric_name
 from lifelong.tracking import MlflowTracker
 
@@ -65,7 +66,7 @@ class RunListener:
             primary = matrices.names[0]
             seen = scores[primary][: after + 1]
             average = metric_name(primary, "avg_acc")
-            print(f"{self._line} | {primary} on seen {sum(seen) / len(seen):.3f} | {average} {metrics[average]:.3f}")
+            LOG.info(f"{self._line} | {primary} on seen {sum(seen) / len(seen):.3f} | {average} {metrics[average]:.3f}")
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None:
         if self.tracker and metrics:
@@ -74,12 +75,12 @@ class RunListener:
             for analysis in self.analyses.values():
                 analysis.write_artifacts(self.run_dir)
         if not self.quiet and metrics and after >= 0:
-            print("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+            LOG.info("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
     def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None:
         self.matrix = matrices
         if not self.quiet:
-            print(f"resumed after experience {completed} (global step {self.global_step})")
+            LOG.info(f"resumed after experience {completed} (global step {self.global_step})")
 
     def state_dict(self) -> dict[str, Any]:
         """The counters a resumed run continues from."""

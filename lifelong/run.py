@@ -29,6 +29,7 @@ from lifelong.config import ExperimentConfig
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from lifelong.journal import atomic_write_text
 from lifelong.listener import RunListener
+from lifelong.logs import LOG, ensure_console
 from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
@@ -130,6 +131,7 @@ def run(
 
     """
     check_names(cfg)
+    ensure_console()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -162,7 +164,7 @@ def run(
     )
     checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
     if not quiet:
-        print(
+        LOG.info(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
             f"strategy {cfg.strategy.name}, batch {batch_size} x {epochs} epoch(s)"
             + (f", {world_size} processes" if world_size > 1 else "")
