@@ -158,6 +158,7 @@ def run(
         atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]
     extras = RunExtras(tracker, cfg, stream, module, run_dir, resuming=previous is not None)
     listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model)
+    module.progress = listener.bar
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
