@@ -152,8 +152,11 @@ def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
     run_dir, checkpointed = getattr(err, "run_dir", None), getattr(err, "checkpointed", None)
     if args.command not in ("run", "pretrain"):
         return ""
+    if (run_dir is None or checkpointed is None) and args.resume is None:
+        return "It stopped before training began: there is no checkpoint to resume; run it again."
     if run_dir is None or checkpointed is None:
-        return "No checkpoint was written."
+        command = " ".join(["lifelong run", args.config, *args.overrides, "--resume", str(args.resume)])
+        return f"The run keeps its last checkpoint; continue with:\n  {command}"
     where = "the evaluation before training" if checkpointed < 0 else f"experience {checkpointed}"
     command = " ".join(["lifelong run", args.config, *args.overrides, "--resume", str(run_dir)])
     return f"The last checkpoint is from {where}; continue with:\n  {command}"

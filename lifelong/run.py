@@ -189,30 +189,33 @@ def run(
         status = "FINISHED"
     except (RunInterrupted, KeyboardInterrupt, SystemExit, NonFiniteLossError) as err:  # SystemExit: Lightning's
         status = "FAILED" if isinstance(err, NonFiniteLossError) else "KILLED"
-        err.run_dir, err.checkpointed, err.rank = checkpoints.run_dir, checkpoints.completed, rank  # type: ignore[union-attr]
-        raise
+        # Lightning ends a fit with exit(1) on a KeyboardInterrupt (a second Ctrl+C): report it as one
+        stopped = KeyboardInterrupt() if isinstance(err, SystemExit) else err
+        stopped.run_dir, stopped.checkpointed, stopped.rank = checkpoints.run_dir, checkpoints.completed, rank  # type: ignore[union-attr]
+        raise stopped from None
     finally:
-        module.stop_request = None
-        # Whatever happened, the rows evaluated so far are written and logged.
-        if status != "FINISHED":
-            matrix = listener.matrix or ScoreMatrices(module.evaluator.score_names, len(stream))
-        result = RunResult(
-            cfg,
-            matrix,
-            matrix.metrics_so_far(),
-            checkpoints.run_dir or Path(),
-            tracker.run_id if tracker else None,
-            time.perf_counter() - started,
-            listener.train_samples / max(listener.train_seconds, 1e-9),
-            rank,
-            stream.info.scenario,
-        )
-        if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
-            _write_outputs(result, status, checkpoints.completed)
-        extras.close()
-        if tracker:
-            tracker.log_run_dir(result.run_dir)
-            tracker.end(status)
+        with stop.shielded():  # a further Ctrl+C must not leave the records half-written
+            module.stop_request = None
+            # Whatever happened, the rows evaluated so far are written and logged.
+            if status != "FINISHED":
+                matrix = listener.matrix or ScoreMatrices(module.evaluator.score_names, len(stream))
+            result = RunResult(
+                cfg,
+                matrix,
+                matrix.metrics_so_far(),
+                checkpoints.run_dir or Path(),
+                tracker.run_id if tracker else None,
+                time.perf_counter() - started,
+                listener.train_samples / max(listener.train_seconds, 1e-9),
+                rank,
+                stream.info.scenario,
+            )
+            if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
+                _write_outputs(result, status, checkpoints.completed)
+            extras.close()
+            if tracker:
+                tracker.log_run_dir(result.run_dir)
+                tracker.end(status)
     return result
 
 
