@@ -280,16 +280,30 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         raise ConfigError(f"overrides {' '.join(overrides)!r} contradict each other: {err}") from None
 
 
-def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
-    """A layer (YAML or command line) that names another strategy starts it from its default parameters.
+# A name and the keyword arguments that belong to it: a layer naming another one starts from no arguments.
+NAMED_WITH_ARGUMENTS = {
+    "strategy.name": "strategy.params",
+    "model.backbone": "model.backbone_kwargs",
+    "model.head": "model.head_kwargs",
+}
 
-    ``strategy.params`` of the layers below belong to the strategy they named; the new layer's own
-    ``strategy.params`` (if any) are then merged as usual.
+
+def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
+    """A layer (YAML or command line) that names another strategy, backbone or head starts it from its defaults.
+
+    ``strategy.params`` (``model.backbone_kwargs``, ``model.head_kwargs``) of the layers below belong to the
+    strategy (backbone, head) they named; the new layer's own arguments (if any) are then merged as usual.
+    A layer may also clear a mapping of arguments by setting it to ``null`` (``model.backbone_kwargs=null``).
     """
-    new = OmegaConf.select(update, "strategy.name")
-    renamed = new is not None and new != OmegaConf.select(merged, "strategy.name")
-    if renamed and OmegaConf.select(merged, "strategy.params") is not None:
-        merged.strategy.params = {}
+    for name_key, args_key in NAMED_WITH_ARGUMENTS.items():
+        new = OmegaConf.select(update, name_key)
+        renamed = new is not None and new != OmegaConf.select(merged, name_key)
+        cleared = OmegaConf.select(update, args_key, default=0) is None
+        if (renamed or cleared) and OmegaConf.select(merged, args_key) is not None:
+            OmegaConf.update(merged, args_key, {}, merge=False)
+        if cleared:
+            parent, leaf = args_key.rsplit(".", 1)
+            del OmegaConf.select(update, parent)[leaf]
 
 
 def _check_override_syntax(overrides: list[str]) -> None:
