@@ -212,7 +212,9 @@ def _ui_hint(cfg) -> str:  # noqa: ANN001
     else:
         option = f" --uri {uri}"
     command = f"lifelong ui {cfg.experiment_name}{option}"
-    hint = f"MLflow UI: {command}" if option else f"MLflow UI: just ui {cfg.experiment_name}   (or: {command})"
+    hint = f"MLflow UI: {command}"
+    if not option and Path("Justfile").is_file():  # `just ui` needs the repository's Justfile (not installed ones)
+        hint = f"MLflow UI: just ui {cfg.experiment_name}   (or: {command})"
     try:
         experiment_id = experiment_id_of(uri, cfg.experiment_name)
     except Exception:  # noqa: BLE001 - a hint never fails a finished run

@@ -58,6 +58,7 @@ def test_wheel_runs_the_shipped_quickstart_from_an_empty_folder(installed, tmp_p
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "avg_acc" in done.stdout
+    assert "MLflow UI: lifelong ui quickstart\n" in done.stdout  # no `just ui`: there is no Justfile here
     assert list((tmp_path / "runs" / "quickstart").glob("er-digits-s0-*/summary.json"))
 
 
