@@ -56,7 +56,7 @@ def read_annotation(text: str) -> Any:
 
 def describe_factory(factory: Any) -> dict[str, Any]:
     """The parameters (name -> annotation text) a registered factory accepts; ``**kwargs`` as ``"**"``."""
-    target = factory.__init__ if isinstance(factory, type) else factory
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # noqa: BLE001 - unresolvable annotations are not checked (the registry skips them too)
@@ -77,11 +77,9 @@ def snapshot() -> dict[str, Any]:
     from lifelong.models import AV_MODELS, BACKBONES, HEADS
     from lifelong.strategies import STRATEGIES
 
-    catalog: dict[str, Any] = {}
-    for kind, registry in (("datasets", DATASETS), ("av_datasets", AV_DATASETS), ("scenarios", SCENARIOS)):
-        catalog[kind] = {name: {} for name in registry.names()}
-    for kind, registry in (("backbones", BACKBONES), ("heads", HEADS), ("av_models", AV_MODELS)):
-        catalog[kind] = {name: {} for name in registry.names()}
+    named: dict[str, Any] = {"datasets": DATASETS, "av_datasets": AV_DATASETS, "scenarios": SCENARIOS}
+    named.update(backbones=BACKBONES, heads=HEADS, av_models=AV_MODELS)
+    catalog: dict[str, Any] = {kind: {name: {} for name in registry.names()} for kind, registry in named.items()}
     catalog["analyses"] = {name: {"params": describe_factory(ANALYSES.get(name))} for name in ANALYSES.names()}
     catalog["strategies"] = {
         name: {

@@ -39,7 +39,8 @@ class LiveBar:
     def __init__(self, width: int = 20, interval: float = 0.1) -> None:
         self.width = width
         self.interval = interval
-        self.experience, self.n_experiences, self.steps, self.batch_size = 0, 0, 0, None
+        self.experience, self.n_experiences, self.steps = 0, 0, 0
+        self.batch_size: int | None = None
         self.step, self.loss, self.started, self.drawn_at = 0, math.nan, 0.0, 0.0
         self.visible = False
 
