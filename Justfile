@@ -2,9 +2,14 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# the quickstart: split digits, ER vs finetune in about a minute on 2 CPU cores
+# the quickstart: ER on Split Digits in about a minute on 2 CPU cores (`lifelong run quickstart strategy.name=finetune` to compare)
 demo:
     lifelong run experiments/quickstart.yaml
+
+# the Debian packages the full test suite reads (real Fashion-MNIST, the asterisk spoken digits, headless Chromium); run as root
+system-deps:
+    apt-get update
+    apt-get install -y dataset-fashion-mnist chromium asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
 
 # the fast test suite (what CI runs)
 test:

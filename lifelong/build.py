@@ -221,7 +221,7 @@ def build_run_stream(cfg: ExperimentConfig) -> Stream:
     """The stream of ``cfg``: an Avalanche benchmark, an audio-video dataset, or a labelled dataset split."""
     s = cfg.stream
     if s.avalanche.benchmark is not None:
-        benchmark = benchmark_from_name(s.avalanche.benchmark, s.avalanche.kwargs)
+        benchmark = benchmark_from_name(s.avalanche.benchmark, s.avalanche.kwargs, seed=cfg.seed)
         return stream_from_avalanche(benchmark, cfg.stream_name, s.scenario)
     if s.dataset in AV_DATASETS:
         try:

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from lifelong import logs, shipped
 from lifelong.errors import ConfigError, DataError, NonFiniteLossError, RunInterrupted, TrackingError
+from lifelong.version import __version__
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -16,11 +18,28 @@ def _parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: use comma-separated integers, e.g. 0,1,2") from None
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q``, accepted before the command and after it (``lifelong -q run x``, ``lifelong run x -q``)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug lines and other packages' logs"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings, errors and results only"
+    )
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """The ``lifelong.logs`` verbosity of the command line."""
+    if getattr(args, "verbose", False):
+        return logs.VERBOSE
+    return logs.QUIET if getattr(args, "quiet", False) else logs.NORMAL
+
+
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("config", help="experiment YAML")
+    run.add_argument("config", help="experiment YAML, or the name of a shipped one (`lifelong list`), e.g. quickstart")
     run.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. strategy.name=er optim.lr=0.05")
     run.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
-    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    _add_verbosity(run)
     run.add_argument(
         "--allow-code",
         metavar="MODULE",
@@ -39,6 +58,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
+    parser.add_argument("--version", action="version", version=f"lifelong {__version__}")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_arguments(
         sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
@@ -46,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the resolved config")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
-    sub.add_parser("list", help="registered strategies, datasets, scenarios, backbones and heads")
+    sub.add_parser("list", help="shipped experiments; registered strategies, datasets, scenarios, backbones, heads")
     compare = sub.add_parser("compare", help="mean ± std over seeds of the stream metrics, per config (digest)")
     compare.add_argument("experiment", help="experiment name (the YAML's `name`)")
     compare.add_argument(
@@ -91,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors print one message and exit with 2."""
     args = parse_args(argv)
+    logs.setup(verbosity(args))
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
         commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui)
@@ -130,29 +152,43 @@ def _resume_hint(args: argparse.Namespace, err: BaseException) -> str:
     run_dir, checkpointed = getattr(err, "run_dir", None), getattr(err, "checkpointed", None)
     if args.command not in ("run", "pretrain"):
         return ""
+    if (run_dir is None or checkpointed is None) and args.resume is None:
+        return "It stopped before training began: there is no checkpoint to resume; run it again."
     if run_dir is None or checkpointed is None:
-        return "No checkpoint was written."
+        command = " ".join(["lifelong run", args.config, *args.overrides, "--resume", str(args.resume)])
+        return f"The run keeps its last checkpoint; continue with:\n  {command}"
     where = "the evaluation before training" if checkpointed < 0 else f"experience {checkpointed}"
     command = " ".join(["lifelong run", args.config, *args.overrides, "--resume", str(run_dir)])
     return f"The last checkpoint is from {where}; continue with:\n  {command}"
 
 
+def load_checked(args: argparse.Namespace):  # noqa: ANN201
+    """The command line's config, with its registry names and parameters checked (before torch is imported)."""
+    from lifelong import config
+    from lifelong.catalog import check_config
+
+    cfg = config.load(args.config, args.overrides)
+    check_config(cfg)
+    return cfg
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from lifelong import config
 
-    print(config.to_yaml(config.load(args.config, args.overrides)), end="")
+    print(config.to_yaml(load_checked(args)), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lifelong import config
-    from lifelong.run import check_names, run_seeds
     from lifelong.safety import ANY, allow_code
 
     allow_code([ANY] if args.trust_config else args.allow_code)
-    cfg = config.load(args.config, args.overrides)
+    cfg = load_checked(args)
+    from lifelong.run import check_names, run_seeds
+
     check_names(cfg)
-    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=args.quiet, resume=args.resume)
+    quiet = verbosity(args) == logs.QUIET
+    results = run_seeds(cfg, args.seeds if args.seeds else [cfg.seed], quiet=quiet, resume=args.resume)
     if results[0].rank > 0:  # DDP: rank 0 reports
         return 0
     for result in results:
@@ -176,7 +212,9 @@ def _ui_hint(cfg) -> str:  # noqa: ANN001
     else:
         option = f" --uri {uri}"
     command = f"lifelong ui {cfg.experiment_name}{option}"
-    hint = f"MLflow UI: {command}" if option else f"MLflow UI: just ui {cfg.experiment_name}   (or: {command})"
+    hint = f"MLflow UI: {command}"
+    if not option and Path("Justfile").is_file():  # `just ui` needs the repository's Justfile (not installed ones)
+        hint = f"MLflow UI: just ui {cfg.experiment_name}   (or: {command})"
     try:
         experiment_id = experiment_id_of(uri, cfg.experiment_name)
     except Exception:  # noqa: BLE001 - a hint never fails a finished run
@@ -234,6 +272,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from lifelong.models import AV_MODELS, BACKBONES, HEADS, backbone_names
     from lifelong.strategies import STRATEGIES, strategy_names
 
+    print("experiments (lifelong run NAME [key=value ...]):")
+    for name in shipped.shipped_names():
+        print(f"  {name:<30} {shipped.describe(name)}")
     for title, registry, names in (
         ("strategies", STRATEGIES, strategy_names("classifier")),
         ("datasets", DATASETS, DATASETS.names()),

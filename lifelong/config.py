@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from lifelong.errors import ConfigError, did_you_mean, unknown_choice
 from lifelong.safety import check_path_name, load_yaml
+from lifelong.shipped import resolve as resolve_shipped
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -250,7 +251,7 @@ def load(paths: list[str | Path] | str | Path | None = None, overrides: list[str
         paths = [paths]
     merged: DictConfig = OmegaConf.structured(ExperimentConfig)
     for path in paths:
-        merged = _merge(merged, read_yaml(path), source=str(path))
+        merged = _merge(merged, read_yaml(resolve_shipped(path)), source=str(path))
     if overrides:
         _check_override_syntax(overrides)
         merged = _merge(merged, _parse_overrides(overrides), source="command line")
@@ -279,16 +280,30 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         raise ConfigError(f"overrides {' '.join(overrides)!r} contradict each other: {err}") from None
 
 
-def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
-    """A layer (YAML or command line) that names another strategy starts it from its default parameters.
+# A name and the keyword arguments that belong to it: a layer naming another one starts from no arguments.
+NAMED_WITH_ARGUMENTS = {
+    "strategy.name": "strategy.params",
+    "model.backbone": "model.backbone_kwargs",
+    "model.head": "model.head_kwargs",
+}
 
-    ``strategy.params`` of the layers below belong to the strategy they named; the new layer's own
-    ``strategy.params`` (if any) are then merged as usual.
+
+def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
+    """A layer (YAML or command line) that names another strategy, backbone or head starts it from its defaults.
+
+    ``strategy.params`` (``model.backbone_kwargs``, ``model.head_kwargs``) of the layers below belong to the
+    strategy (backbone, head) they named; the new layer's own arguments (if any) are then merged as usual.
+    A layer may also clear a mapping of arguments by setting it to ``null`` (``model.backbone_kwargs=null``).
     """
-    new = OmegaConf.select(update, "strategy.name")
-    renamed = new is not None and new != OmegaConf.select(merged, "strategy.name")
-    if renamed and OmegaConf.select(merged, "strategy.params") is not None:
-        merged.strategy.params = {}
+    for name_key, args_key in NAMED_WITH_ARGUMENTS.items():
+        new = OmegaConf.select(update, name_key)
+        renamed = new is not None and new != OmegaConf.select(merged, name_key)
+        cleared = OmegaConf.select(update, args_key, default=0) is None
+        if (renamed or cleared) and OmegaConf.select(merged, args_key) is not None:
+            OmegaConf.update(merged, args_key, {}, merge=False)
+        if cleared:
+            parent, leaf = args_key.rsplit(".", 1)
+            del OmegaConf.select(update, parent)[leaf]
 
 
 def _check_override_syntax(overrides: list[str]) -> None:

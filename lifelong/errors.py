@@ -54,3 +54,12 @@ def unknown_choice(key: str, value: object, allowed: Iterable[str]) -> ConfigErr
     return ConfigError(
         f"{key}={value!r} is not allowed{did_you_mean(str(value), allowed)}; choose one of: {', '.join(allowed)}"
     )
+
+
+def check_required_head(strategy_name: str, required: str | None, head_name: str) -> None:
+    """Raise ``ConfigError`` when the strategy needs ``model.head=required`` and the config sets ``head_name``."""
+    if required is not None and head_name != required:
+        raise ConfigError(
+            f"strategy.name={strategy_name!r} needs model.head={required!r}; got {head_name!r} "
+            f"(set model.head={required})"
+        )

@@ -1,4 +1,7 @@
-"""The loop listener of ``lifelong run``: prints progress, forwards metrics to MLflow, writes analysis artifacts."""
+"""The loop listener of ``lifelong run``: prints progress, forwards metrics to MLflow, writes analysis artifacts.
+
+On an interactive terminal it also holds the live bar (``lifelong.progress``) that the module draws while training.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lifelong import progress
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience
+from lifelong.logs import LOG
 from lifelong.metrics.score_matrices import ScoreMatrices, metric_name
+from lifelong.progress import LiveBar
 from lifelong.tracking import MlflowTracker
 
 
@@ -35,12 +41,21 @@ class RunListener:
         self.matrix: ScoreMatrices | None = None
         self.global_step = 0
         self._line = ""
+        self.bar = LiveBar() if not quiet and progress.wanted() else None  # the module draws it while training
 
     def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.last_loss = metrics.get("train/loss", self.last_loss)
         self.global_step = step
+        if self.bar is not None:
+            self.bar.on_loss(self.last_loss)
         if self.tracker:
             self.tracker.log_metrics(metrics, step)
+
+    def _say(self, line: str) -> None:
+        """Write a line of the run (after erasing the live bar)."""
+        if self.bar is not None:
+            self.bar.clear()
+        LOG.info(line)
 
     def on_experience_end(self, experience: Experience, seconds: float, samples: int) -> None:
         self.train_seconds += seconds
@@ -65,7 +80,9 @@ class RunListener:
             primary = matrices.names[0]
             seen = scores[primary][: after + 1]
             average = metric_name(primary, "avg_acc")
-            print(f"{self._line} | {primary} on seen {sum(seen) / len(seen):.3f} | {average} {metrics[average]:.3f}")
+            self._say(
+                f"{self._line} | {primary} on seen {sum(seen) / len(seen):.3f} | {average} {metrics[average]:.3f}"
+            )
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None:
         if self.tracker and metrics:
@@ -74,12 +91,12 @@ class RunListener:
             for analysis in self.analyses.values():
                 analysis.write_artifacts(self.run_dir)
         if not self.quiet and metrics and after >= 0:
-            print("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+            self._say("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
     def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None:
         self.matrix = matrices
         if not self.quiet:
-            print(f"resumed after experience {completed} (global step {self.global_step})")
+            self._say(f"resumed after experience {completed} (global step {self.global_step})")
 
     def state_dict(self) -> dict[str, Any]:
         """The counters a resumed run continues from."""

@@ -12,6 +12,7 @@ from torch import nn
 from lifelong.annealing import InfiniteLR
 from lifelong.errors import NonFiniteLossError
 from lifelong.metrics.evaluators import AccuracyEvaluator, Evaluator
+from lifelong.progress import LiveBar
 from lifelong.signals import StopRequest
 from lifelong.strategies.base import StepOutput, Strategy
 
@@ -58,6 +59,7 @@ class ContinualModule(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
+        self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
         self.stop_request: StopRequest | None = None
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_steps = 0
@@ -75,6 +77,15 @@ class ContinualModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self.stop_request is not None:
             self.stop_request.arm()
+        if self.progress is not None and self.global_rank == 0:
+            info = self.strategy.stream_info
+            loader = self.trainer.train_dataloader
+            self.progress.on_fit_start(
+                self.strategy.experience_index,
+                info.n_experiences if info is not None else 0,
+                int(self.trainer.estimated_stepping_batches),
+                getattr(loader, "batch_size", None),
+            )
 
     def on_validation_start(self) -> None:
         if self.stop_request is not None:
@@ -106,6 +117,8 @@ class ContinualModule(L.LightningModule):
             self.strategy.after_training_step(self.model, batch, self._last_output)
         self._last_output = None
         self.train_steps += 1
+        if self.progress is not None and self.global_rank == 0:
+            self.progress.on_step()
         if self._pending_steps >= self.log_every_n_steps:
             self.flush_train_metrics()
         if self.stop_request is not None and self._stop_agreed(self.stop_request.requested):

@@ -139,6 +139,11 @@ def check_param_types(factory: Any, params: dict[str, Any], key: str) -> None:
         hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)  # type: ignore[misc]
     except Exception:  # noqa: BLE001 - unresolvable annotations: leave the checks to the factory
         return
+    check_values(hints, params, key)
+
+
+def check_values(hints: dict[str, Any], params: dict[str, Any], key: str) -> None:
+    """Raise ``ConfigError`` naming ``key.<param>`` when a value does not fit its annotation in ``hints``."""
     for name, value in params.items():
         if name in hints and not _matches(value, hints[name]):
             hint = hints[name]

@@ -29,6 +29,7 @@ from lifelong.config import ExperimentConfig
 from lifelong.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from lifelong.journal import atomic_write_text
 from lifelong.listener import RunListener
+from lifelong.logs import LOG, ensure_console
 from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
@@ -130,6 +131,7 @@ def run(
 
     """
     check_names(cfg)
+    ensure_console()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -156,13 +158,14 @@ def run(
         atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]
     extras = RunExtras(tracker, cfg, stream, module, run_dir, resuming=previous is not None)
     listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model)
+    module.progress = listener.bar
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
     )
     checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
     if not quiet:
-        print(
+        LOG.info(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
             f"strategy {cfg.strategy.name}, batch {batch_size} x {epochs} epoch(s)"
             + (f", {world_size} processes" if world_size > 1 else "")
@@ -186,30 +189,33 @@ def run(
         status = "FINISHED"
     except (RunInterrupted, KeyboardInterrupt, SystemExit, NonFiniteLossError) as err:  # SystemExit: Lightning's
         status = "FAILED" if isinstance(err, NonFiniteLossError) else "KILLED"
-        err.run_dir, err.checkpointed, err.rank = checkpoints.run_dir, checkpoints.completed, rank  # type: ignore[union-attr]
-        raise
+        # Lightning ends a fit with exit(1) on a KeyboardInterrupt (a second Ctrl+C): report it as one
+        stopped = KeyboardInterrupt() if isinstance(err, SystemExit) else err
+        stopped.run_dir, stopped.checkpointed, stopped.rank = checkpoints.run_dir, checkpoints.completed, rank  # type: ignore[union-attr]
+        raise stopped from None
     finally:
-        module.stop_request = None
-        # Whatever happened, the rows evaluated so far are written and logged.
-        if status != "FINISHED":
-            matrix = listener.matrix or ScoreMatrices(module.evaluator.score_names, len(stream))
-        result = RunResult(
-            cfg,
-            matrix,
-            matrix.metrics_so_far(),
-            checkpoints.run_dir or Path(),
-            tracker.run_id if tracker else None,
-            time.perf_counter() - started,
-            listener.train_samples / max(listener.train_seconds, 1e-9),
-            rank,
-            stream.info.scenario,
-        )
-        if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
-            _write_outputs(result, status, checkpoints.completed)
-        extras.close()
-        if tracker:
-            tracker.log_run_dir(result.run_dir)
-            tracker.end(status)
+        with stop.shielded():  # a further Ctrl+C must not leave the records half-written
+            module.stop_request = None
+            # Whatever happened, the rows evaluated so far are written and logged.
+            if status != "FINISHED":
+                matrix = listener.matrix or ScoreMatrices(module.evaluator.score_names, len(stream))
+            result = RunResult(
+                cfg,
+                matrix,
+                matrix.metrics_so_far(),
+                checkpoints.run_dir or Path(),
+                tracker.run_id if tracker else None,
+                time.perf_counter() - started,
+                listener.train_samples / max(listener.train_seconds, 1e-9),
+                rank,
+                stream.info.scenario,
+            )
+            if rank == 0 and (listener.matrix is not None or previous is None):  # a failed restore keeps the old files
+                _write_outputs(result, status, checkpoints.completed)
+            extras.close()
+            if tracker:
+                tracker.log_run_dir(result.run_dir)
+                tracker.end(status)
     return result
 
 

@@ -10,10 +10,11 @@ last checkpoint. A second signal stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -83,6 +84,25 @@ class StopRequest:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Hold off SIGINT and SIGTERM while the stopped run's records are written (a second or two).
+
+        A signal then would leave the summary, the plots and the MLflow status half-written; it is reported
+        and ignored instead.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _hold)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
     def __enter__(self) -> StopRequest:
         self.install()
         return self
@@ -91,3 +111,11 @@ class StopRequest:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.restore()
+
+
+def _hold(signum: int, frame: FrameType | None) -> None:
+    print(
+        f"\nreceived {signal.Signals(signum).name} while the run's records are written: it ends in a moment",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -85,3 +85,19 @@ def test_naming_another_strategy_drops_the_old_strategys_params(tmp_path):
     assert kept.strategy.params == {"memory_size": 100, "replay_batch_size": 5}
     renamed = config.load(tmp_path / "base.yaml", ["strategy.name=er", "strategy.params.memory_size=7"])
     assert renamed.strategy.params == {"memory_size": 7}
+
+
+def test_naming_another_backbone_or_head_drops_the_old_ones_kwargs():
+    cfg = config.load("quickstart", ["model.backbone=timm:resnet18"])
+    assert (cfg.model.backbone, cfg.model.backbone_kwargs) == ("timm:resnet18", {})
+    kept = config.load("quickstart", ["model.backbone=mlp"])
+    assert kept.model.backbone_kwargs == {"hidden": [256, 256]}
+    head = config.load("quickstart", ["model.head=cosine", "model.head_kwargs={scale: 16.0}", "model.head=linear"])
+    assert head.model.head_kwargs == {"scale": 16.0}  # one layer: its own kwargs are kept
+
+
+def test_null_clears_a_mapping_of_arguments():
+    assert config.load("quickstart", ["model.backbone_kwargs=null"]).model.backbone_kwargs == {}
+    assert config.load("quickstart", ["strategy.params=null"]).strategy.params == {}
+    merged = config.load("quickstart", ["model.backbone_kwargs={}"]).model.backbone_kwargs
+    assert merged == {"hidden": [256, 256]}  # {} merges (nothing to add); null replaces

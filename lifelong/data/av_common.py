@@ -8,9 +8,11 @@ says which gallery items count as a correct retrieval for a query (same group = 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,8 +108,7 @@ def kaldi_fbank(
         ``(target_frames, num_mel_bins)`` float32.
 
     """
-    from torchaudio.compliance import kaldi
-
+    kaldi = audio_module("torchaudio.compliance.kaldi")
     x = torch.as_tensor(np.asarray(wave), dtype=torch.float32).reshape(1, -1)
     x = x - x.mean()
     feats = kaldi.fbank(
@@ -127,10 +128,25 @@ def kaldi_fbank(
     return feats[:target_frames].contiguous()
 
 
+def audio_module(name: str) -> Any:
+    """Import a module of the audio stack (``torchaudio``, ``soundfile``), an optional extra of the package.
+
+    Raises:
+        DataError: the module is not installed; the message names the extra that installs it.
+
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise DataError(
+            f"audio-video runs need {name.split('.')[0]} ({err}); "
+            "install the audio extra: pip install 'lifelong[audio]'"
+        ) from None
+
+
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Read a WAV file as mono float32 in [-1, 1] with soundfile (never ``torchaudio.load``)."""
-    import soundfile
-
+    soundfile = audio_module("soundfile")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)

@@ -11,13 +11,16 @@ Avalanche is imported inside functions only: importing it takes seconds and patc
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lifelong.data.avalanche_files import stage_benchmark_files
 from lifelong.data.types import Experience, Stream, StreamInfo, TensorExperienceDataset
+from lifelong.errors import DataError
 
 ROW_ATTRIBUTE = "lifelong_row"
 STREAM_NAMES = ("train", "test")
@@ -89,7 +92,7 @@ def stream_from_avalanche(benchmark: Any, name: str, scenario: str, *, batch_siz
     return convert_benchmark(benchmark, name, scenario, sources=None, batch_size=batch_size)
 
 
-def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None, seed: int | None = None) -> Any:
     """Build an Avalanche benchmark from its name, as a config's ``stream.avalanche`` gives it.
 
     Args:
@@ -97,9 +100,11 @@ def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None) -> A
             ``PermutedMNIST``) or ``package.module:callable`` for a function returning a benchmark, from a
             module on the allow-list of :mod:`lifelong.safety` (``avalanche.benchmarks`` unless the user adds one).
         kwargs: its keyword arguments (e.g. ``n_experiences``, ``seed``, ``dataset_root``).
+        seed: the run's seed, passed as ``seed`` when the benchmark takes one and ``kwargs`` does not set it.
 
     Raises:
         ConfigError: the name does not resolve, its module is not allowed, or the benchmark rejects the arguments.
+        DataError: its files are missing and cannot be staged from the system (nor downloaded).
 
     """
     import importlib
@@ -120,10 +125,26 @@ def benchmark_from_name(name: str, kwargs: Mapping[str, Any] | None = None) -> A
         if name not in choices:
             raise unknown_choice("stream.avalanche.benchmark", name, choices)
         factory = getattr(classic, name)
+    kwargs = dict(kwargs or {})
+    if seed is not None and "seed" not in kwargs and "seed" in _parameters(factory):
+        kwargs["seed"] = seed
+    stage_benchmark_files(name, kwargs)
     try:
-        return factory(**dict(kwargs or {}))
+        return factory(**kwargs)
     except TypeError as err:
         raise ConfigError(f"stream.avalanche.kwargs do not fit {name}: {err}") from None
+    except (OSError, RuntimeError) as err:  # torchvision's download (offline) or a missing file
+        raise DataError(
+            f"stream.avalanche.benchmark={name!r} could not read or download its data ({err}); "
+            "put its files under stream.avalanche.kwargs.dataset_root in torchvision's layout"
+        ) from None
+
+
+def _parameters(factory: Any) -> Mapping[str, Any]:
+    try:
+        return inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or a class without a signature
+        return {}
 
 
 def convert_benchmark(

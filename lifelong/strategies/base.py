@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lifelong.data.types import Experience, Stream, StreamInfo
-from lifelong.errors import ConfigError
+from lifelong.errors import check_required_head
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.registry import Registry
 
@@ -137,9 +137,4 @@ def check_head(strategy_name: str, head_name: str) -> None:
         lifelong.errors.ConfigError: strategy.name='cl2r' needs model.head='dsimplex'; got 'linear' (set model.head=...)
 
     """
-    required = STRATEGIES.get(strategy_name).requires_head
-    if required is not None and head_name != required:
-        raise ConfigError(
-            f"strategy.name={strategy_name!r} needs model.head={required!r}; got {head_name!r} "
-            f"(set model.head={required})"
-        )
+    check_required_head(strategy_name, STRATEGIES.get(strategy_name).requires_head, head_name)

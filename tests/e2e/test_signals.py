@@ -82,3 +82,20 @@ def test_signal_mid_experience_stops_cleanly_and_stays_resumable(signum, tmp_pat
     logged = client.get_run(resumed.run_id)
     assert logged.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "eval/acc/exp1")) == [0, 1]
+
+
+def test_a_second_sigint_stops_at_once_and_says_where_the_checkpoint_is(tmp_path):
+    process, _, uri = start(tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path, process, completed=0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # while the stopped run writes its records (before the fix: a traceback, the run left RUNNING)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "The last checkpoint is from experience 0" in err
+    assert f"--resume {run_dir}" in err
+    assert "No checkpoint" not in err
+    assert "Traceback" not in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "KILLED"
+    assert MlflowClient(uri).get_run(summary["run_id"]).info.status == "KILLED"
