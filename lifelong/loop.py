@@ -205,7 +205,11 @@ def training_sampler(dataset: Dataset, world_size: int, rank: int, shuffle: bool
 def train_experience(
     module: ContinualModule, experience: Experience, trainer: L.Trainer, loaders: LoaderSettings
 ) -> int:
-    """One experience: the strategy's hooks around one ``fit``; returns the number of samples seen."""
+    """One experience: the strategy's hooks around one ``fit``; returns the samples seen by all ranks together.
+
+    Under DDP each rank reads its shard, so the global count (what the printed samples/s reports) is the
+    shard's count times the world size.
+    """
     strategy = module.strategy
     strategy.before_experience(module.model, experience)
     dataset = strategy.train_dataset(experience)
@@ -221,4 +225,4 @@ def train_experience(
     trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
-    return per_epoch * trainer.max_epochs  # type: ignore[operator]
+    return per_epoch * trainer.max_epochs * trainer.world_size  # type: ignore[operator]
