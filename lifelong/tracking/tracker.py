@@ -22,6 +22,7 @@ from lifelong.stores import (
     START_TIMEOUT,
     http_limits,
     is_local,
+    locked_hint,
     package_git_info,
     store_lock,
     tracking_error,
@@ -293,7 +294,8 @@ class MlflowTracker:
             where = self.journal.directory or "memory"
             print(
                 f"warning: MLflow at {self.uri} failed ({str(err).splitlines()[0][:300]}); training goes on and "
-                f"everything is kept in {where}; it is sent when the server is back, or with `lifelong sync`",
+                f"everything is kept in {where}; it is sent when the server is back, or with `lifelong sync`"
+                + locked_hint(err),
                 file=sys.stderr,
                 flush=True,
             )
