@@ -152,9 +152,14 @@ class TrackingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """``enabled``: write ``<run dir>/checkpoints`` after every experience (needed by ``--resume``)."""
+    """``enabled``: write ``<run dir>/checkpoints`` after every experience (needed by ``--resume``).
+
+    ``every_n_steps``: also every N training steps inside an experience (0: off), so that a kill in a long
+    (online) experience loses at most N steps; resuming gives the uninterrupted run's result.
+    """
 
     enabled: bool = True
+    every_n_steps: int = 0
 
 
 @dataclass

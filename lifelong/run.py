@@ -170,6 +170,7 @@ def run(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
     )
     checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
+    checkpoints.every_n_steps = cfg.checkpoint.every_n_steps
     if not quiet:
         print(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "
