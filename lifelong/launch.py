@@ -14,6 +14,7 @@ the runs go out as one job array of at most ``jobs`` concurrent tasks, one GPU e
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,6 +87,10 @@ def make_executor(options: LaunchOptions) -> submitit.Executor:
         executor = submitit.LocalExecutor(folder=options.folder)
         executor.update_parameters(timeout_min=options.timeout_min, gpus_per_node=min(torch.cuda.device_count(), 1))
         return executor
+    if shutil.which("srun") is None:
+        raise ConfigError(
+            "--launcher slurm needs SLURM (srun, sbatch) on PATH: run the sweep on the cluster's login node"
+        )
     executor = submitit.SlurmExecutor(folder=options.folder)
     settings: dict[str, Any] = {"time": options.timeout_min, "array_parallelism": options.jobs, **options.slurm}
     if options.partition:
