@@ -153,10 +153,10 @@ def test_unreachable_server_fails_fast_with_the_uri_and_the_fix(tmp_path, capsys
 def test_server_lost_mid_run_then_sync_uploads_everything(server, tmp_path, monkeypatch, capsys):
     real = loop.train_experience
 
-    def lose_the_server_at_experience_2(module, experience, trainer, loaders):
+    def lose_the_server_at_experience_2(module, experience, trainer, loaders, steps=None):
         if experience.index == 2:
             server.stop()
-        return real(module, experience, trainer, loaders)
+        return real(module, experience, trainer, loaders, steps)
 
     monkeypatch.setattr(loop, "train_experience", lose_the_server_at_experience_2)
     try:
