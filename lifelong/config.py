@@ -368,6 +368,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size, "use >= 1")
     _require(cfg.train.num_workers >= 0, "train.num_workers", cfg.train.num_workers, "use >= 0")
     _require(cfg.train.log_every_n_steps >= 1, "train.log_every_n_steps", cfg.train.log_every_n_steps, "use >= 1")
+    steps = cfg.checkpoint.every_n_steps
+    _require(steps >= 0, "checkpoint.every_n_steps", steps, "use 0 (off) or a number of steps >= 1")
     _require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use an integer in [0, 2**32)")
     _require(math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a learning rate > 0")
     for key in ("momentum", "weight_decay"):

@@ -23,7 +23,6 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from lifelong.checkpoint import rng_state, set_rng_state
-from lifelong.errors import ConfigError
 
 
 class EpochsLoader:
@@ -75,8 +74,6 @@ class StepCheckpoint(L.Callback):
         start: dict[str, Any],
         resumed: dict[str, Any] | None = None,
     ) -> None:
-        if every < 0:
-            raise ConfigError(f"checkpoint.every_n_steps={every}: use 0 (off) or a positive number of steps")
         self.every, self.checkpoints, self.matrix = every, checkpoints, matrix
         self.experience, self.start, self.resumed = experience, start, resumed
         self.skip = int(resumed["steps"]) if resumed else 0

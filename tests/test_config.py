@@ -85,3 +85,9 @@ def test_naming_another_strategy_drops_the_old_strategys_params(tmp_path):
     assert kept.strategy.params == {"memory_size": 100, "replay_batch_size": 5}
     renamed = config.load(tmp_path / "base.yaml", ["strategy.name=er", "strategy.params.memory_size=7"])
     assert renamed.strategy.params == {"memory_size": 7}
+
+
+def test_a_negative_step_checkpoint_interval_is_refused():
+    with pytest.raises(ConfigError, match=r"checkpoint.every_n_steps=-1 is not allowed; use 0 \(off\)"):
+        config.load("experiments/quickstart.yaml", ["checkpoint.every_n_steps=-1"])
+    assert config.load("experiments/quickstart.yaml", []).checkpoint.every_n_steps == 0  # off by default
