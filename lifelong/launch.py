@@ -101,9 +101,14 @@ def make_executor(options: LaunchOptions) -> submitit.Executor:
     return executor
 
 
-def launch(jobs: list[RunJob], options: LaunchOptions) -> list[dict[str, Any] | BaseException]:
-    """Run ``jobs`` and wait for them; each result is the job's return value or the exception it failed with."""
-    executor = make_executor(options)
+def launch(
+    jobs: list[RunJob], options: LaunchOptions, executor: submitit.Executor | None = None
+) -> list[dict[str, Any] | BaseException]:
+    """Run ``jobs`` (on ``executor``, default :func:`make_executor`'s) and wait for them.
+
+    Each result is the job's return value or the exception it failed with.
+    """
+    executor = executor if executor is not None else make_executor(options)
     if options.launcher == "slurm":
         with executor.batch():  # one job array; SLURM runs at most ``jobs`` of its tasks at once
             submitted = [executor.submit(job) for job in jobs]

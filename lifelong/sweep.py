@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong import config
-from lifelong.launch import LaunchOptions, RunJob, cpu_threads, launch
+from lifelong.launch import LaunchOptions, RunJob, cpu_threads, launch, make_executor
 from lifelong.provenance import SeedGroup, tracked_run_name
 from lifelong.run import check_names
 
@@ -67,12 +67,14 @@ def sweep(
     """Run the sweep under one parent MLflow run and close the parent (FINISHED only if every run finished)."""
     threads = cpu_threads(options.jobs) if options.launcher == "local" else 0
     base, jobs = plan(config_path, overrides, grid, seeds, threads)
+    folder = Path(base.output_dir).resolve() / "submitit" / f"{base.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = replace(options, folder=folder)
+    executor = make_executor(options)  # a launcher that cannot be used fails before the parent run exists
     group = SeedGroup.start(base, seeds, grid=grid)
     jobs = [replace(job, parent=group.run_id if group else None, allowed=list(allowed or [])) for job in jobs]
-    folder = Path(base.output_dir).resolve() / "submitit" / f"{base.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     results: list[dict[str, Any] | BaseException] = []
     try:
-        results = launch(jobs, replace(options, folder=folder))
+        results = launch(jobs, options, executor)
     finally:
         if group is not None:
             done = [r["metrics"] for r in results if isinstance(r, dict)]
