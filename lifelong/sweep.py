@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ class SweepOutcome:
         return [(j, r) for j, r in zip(self.jobs, self.results, strict=True) if isinstance(r, BaseException)]
 
 
+def sweep_stamp() -> str:
+    """``<date>-<time>-<random>``: two sweeps started in the same second still get their own run directories."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def cells(grid: dict[str, list[str]], seeds: list[int]) -> list[tuple[list[str], int]]:
     """Every (overrides, seed) of the grid's cross product with the seeds, seeds varying fastest."""
     combos = itertools.product(*([f"{key}={value}" for value in values] for key, values in grid.items()))
@@ -41,12 +47,20 @@ def cells(grid: dict[str, list[str]], seeds: list[int]) -> list[tuple[list[str],
 
 
 def plan(
-    config_path: str, overrides: list[str], grid: dict[str, list[str]], seeds: list[int], threads: int = 0
+    config_path: str,
+    overrides: list[str],
+    grid: dict[str, list[str]],
+    seeds: list[int],
+    threads: int = 0,
+    stamp: str = "",
 ) -> tuple[config.ExperimentConfig, list[RunJob]]:
-    """The base config and one job per cell; every cell's config is loaded and checked before anything runs."""
+    """The base config and one job per cell; every cell's config is loaded and checked before anything runs.
+
+    Each run directory ends with ``stamp`` (default: the time and a random suffix), unique to this sweep.
+    """
     path = str(Path(config_path).resolve())  # the jobs may start in another directory (SLURM)
     base = config.load(path, overrides)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = stamp or sweep_stamp()
     jobs = []
     for extra, seed in cells(grid, seeds):
         cfg = replace(config.load(path, [*overrides, *extra]), seed=seed)
@@ -66,8 +80,9 @@ def sweep(
 ) -> SweepOutcome:
     """Run the sweep under one parent MLflow run and close the parent (FINISHED only if every run finished)."""
     threads = cpu_threads(options.jobs) if options.launcher == "local" else 0
-    base, jobs = plan(config_path, overrides, grid, seeds, threads)
-    folder = Path(base.output_dir).resolve() / "submitit" / f"{base.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = sweep_stamp()
+    base, jobs = plan(config_path, overrides, grid, seeds, threads, stamp)
+    folder = Path(base.output_dir).resolve() / "submitit" / f"{base.experiment_name}-{stamp}"
     options = replace(options, folder=folder)
     executor = make_executor(options)  # a launcher that cannot be used fails before the parent run exists
     group = SeedGroup.start(base, seeds, grid=grid)
