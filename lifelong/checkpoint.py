@@ -193,6 +193,8 @@ class RunCheckpointer:
         self.enabled = enabled
         self.journal = journal if rank == 0 else None
         self.completed: int | None = None  # the last experience checkpointed (-1: the evaluation before training)
+        self.step: dict[str, Any] | None = None  # the restored position inside the next experience, if any
+        self.every_n_steps = 0  # checkpoint.every_n_steps: also checkpoint every N steps inside an experience
         self._next: int | None = None  # the number of the next generation, agreed by the ranks at the first save
 
     @property
@@ -215,8 +217,18 @@ class RunCheckpointer:
             self.run_dir, number = Path(shared[0]), int(shared[1])  # type: ignore[arg-type]
         self._next = number
 
-    def save(self, completed: int, matrix: ScoreMatrices) -> None:
-        """Commit this run's checkpoint after experience ``completed`` as one generation (all ranks call it)."""
+    def save(
+        self,
+        completed: int,
+        matrix: ScoreMatrices,
+        step: dict[str, Any] | None = None,
+        start: dict[str, Any] | None = None,
+    ) -> None:
+        """Commit this run's checkpoint after experience ``completed`` as one generation (all ranks call it).
+
+        Inside the next experience (:mod:`lifelong.step_checkpoint`): ``start`` is the module and random
+        states that experience started from (saved in place of the current ones) and ``step`` where it is.
+        """
         if not self.enabled:
             return
         if self._next is None:  # the first save happens at the same point on every rank
@@ -226,7 +238,7 @@ class RunCheckpointer:
         journal = self.journal.barrier() if self.journal is not None else {}
         crash_point("journal.synced")
         store = Generations(self.directory)
-        store.write_rank(generation, self.rank, self._files(completed, matrix))
+        store.write_rank(generation, self.rank, self._files(completed, matrix, step, start))
         _barrier(self.world_size)
         state: dict[str, Any] = {}
         if self.rank == 0:
@@ -237,13 +249,21 @@ class RunCheckpointer:
                 "journal": journal,
                 **self.info,
             }
+            if step is not None:
+                state.update(experience=step["experience"], steps=step["steps"])
             store.commit(generation, state, self.world_size)
         _barrier(self.world_size)
         self.completed = completed
         if self.journal is not None:
             self.journal.committed(state)
 
-    def _files(self, completed: int, matrix: ScoreMatrices) -> dict[str, Any]:
+    def _files(
+        self,
+        completed: int,
+        matrix: ScoreMatrices,
+        step: dict[str, Any] | None = None,
+        start: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """What this rank's share of a generation holds: ``rank<r>.pt`` (to resume) and ``rank<r>.json`` (to read)."""
         strategy = getattr(self.module, "strategy", self.module)
         payload = {
@@ -257,6 +277,8 @@ class RunCheckpointer:
             "listener": self.listener.state_dict(),
             "rng": rng_state(),
         }
+        if start is not None:
+            payload.update(module=start["module"], rng=start["rng"], step=step)
         totals = getattr(self.module, "eval_totals", None)
         details = {
             "rank": self.rank,
@@ -301,4 +323,5 @@ class RunCheckpointer:
         self.listener.load_state_dict(payload["listener"])
         set_rng_state(payload["rng"])
         self.completed = int(payload["completed"])
+        self.step = payload.get("step")  # inside the next experience: where it was (lifelong.step_checkpoint)
         return self.completed, matrix

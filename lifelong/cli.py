@@ -56,6 +56,21 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("config", help="experiment YAML")
+    sweep.add_argument("overrides", nargs="*", help="dotlist overrides shared by every run")
+    sweep.add_argument(
+        "--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="swept keys, e.g. strategy.name=er,hpcr"
+    )
+    sweep.add_argument("--seeds", type=_parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (local: one GPU each, or cores / jobs)")
+    sweep.add_argument("--launcher", choices=["local", "slurm"], default="local", help="submitit executor")
+    sweep.add_argument("--partition", default=None, help="SLURM partition")
+    sweep.add_argument("--time", type=int, default=24 * 60, help="minutes per job (SLURM --time; default 1440)")
+    sweep.add_argument("--gpus", type=int, default=0, help="SLURM: GPUs per job")
+    sweep.add_argument("--allow-code", metavar="MODULE", action="append", default=[], help="as for `run`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual-learning experiments from YAML.")
     parser.add_argument("--version", action="version", version=f"lifelong {__version__}")
@@ -63,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_arguments(
         sub.add_parser("run", help="run an experiment: lifelong run X.yaml [key=value ...] [--seeds 0,1,2]")
+    )
+    _add_sweep_arguments(
+        sub.add_parser("sweep", help="a grid x seeds as nested runs of one parent, on submitit (local or SLURM)")
     )
     show = sub.add_parser("show", help="print the resolved config")
     show.add_argument("config")
@@ -78,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--by", default=None, metavar="KEY", help="group by this param (e.g. strategy.name), not by config digest"
     )
+    compare.add_argument(
+        "--grid",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="PARENT_RUN_ID",
+        help="a sweep as a grid (its two first keys): the latest sweep, or the one with this parent run id",
+    )
+    compare.add_argument("--metric", default="avg_acc", help="the stream metric of the --grid table (avg_acc)")
     ui = sub.add_parser("ui", help="the MLflow UI on the runs store, opened on an experiment's runs")
     ui.add_argument("experiment", nargs="?", default=None, help="experiment name (default: the latest run's)")
     ui.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or <output dir>/mlflow.db)")
@@ -115,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(verbosity(args))
     try:
         commands = {"run": cmd_run, "show": cmd_show, "list": cmd_list, "compare": cmd_compare, "report": cmd_report}
-        commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui)
+        commands.update(sync=cmd_sync, pretrain=cmd_run, ui=cmd_ui, sweep=cmd_sweep)
         return commands[args.command](args)
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -308,16 +335,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from lifelong.compare import compare_table, rows_from_records
-    from lifelong.tracking import resolve_uri, stream_metric_table
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lifelong.compare import parse_grid
+    from lifelong.launch import LaunchOptions
+    from lifelong.safety import allow_code
+    from lifelong.sweep import sweep
 
-    rows = rows_from_records(stream_metric_table(resolve_uri(args.uri, args.output_dir), args.experiment))
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    allow_code(args.allow_code)
+    from lifelong import config
+
+    seeds = args.seeds or [config.load(args.config, args.overrides).seed]
+    options = LaunchOptions(args.launcher, args.jobs, timeout_min=args.time, partition=args.partition, gpus=args.gpus)
+    outcome = sweep(args.config, args.overrides, grid, seeds, options, args.allow_code)
+    print(f"sweep: {len(outcome.jobs)} runs, {len(outcome.failed)} failed, parent MLflow run {outcome.parent}")
+    for job, err in outcome.failed:
+        print(f"  failed: {' '.join(job.overrides)} seed={job.seed} ({job.run_dir}): {str(err)[-500:]}")
+    if outcome.failed:
+        print("rerun the same command to start new runs, or resume one with `lifelong run ... --resume <run dir>`")
+    return 1 if outcome.failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lifelong.compare import compare_table, grid_table, parse_grid, rows_from_records
+    from lifelong.tracking import resolve_uri, stream_metric_table, sweep_grid
+
+    uri = resolve_uri(args.uri, args.output_dir)
+    parent, grid = (
+        sweep_grid(uri, args.experiment, None if args.grid == "latest" else args.grid) if args.grid else (None, "")
+    )
+    rows = rows_from_records(stream_metric_table(uri, args.experiment, parent))
     if not rows:
         print(f"experiment {args.experiment!r} has no finished runs yet")
         return 1
     try:
-        table = compare_table(rows, by=args.by)
+        if parent:
+            keys = parse_grid(grid.split())
+            table = f"{args.metric} (mean ± sd over seeds) of sweep {parent}\n\n" + grid_table(rows, keys, args.metric)
+        else:
+            table = compare_table(rows, by=args.by)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     print(table)

@@ -8,6 +8,7 @@ several settings says in which keys its runs differ.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any
 
 from lifelong.digest import differing_keys, short_digest
 
-__all__ = ["Group", "RunRow", "compare_table", "group_runs", "mean_std"]
+__all__ = ["Group", "RunRow", "compare_table", "grid_table", "group_runs", "mean_std", "parse_grid"]
 
 MAX_KEYS = 4  # differing keys named per row (the rest are counted)
 
@@ -139,3 +140,51 @@ def compare_table(rows: Sequence[RunRow], by: str | None = None, metrics: Sequen
 def rows_from_records(records: Sequence[Mapping[str, Any]]) -> list[RunRow]:
     """``RunRow``s from dicts with ``run_name``, ``params``, ``metrics`` (and ``run_id``)."""
     return [RunRow(r["run_name"], r["params"], r["metrics"], r.get("run_id")) for r in records]
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["a=1,2", "b=x,y"]`` -> ``{"a": ["1", "2"], "b": ["x", "y"]}`` (the ``--grid`` of ``lifelong sweep``).
+
+    Raises:
+        ValueError: an item is not ``key=v1,v2,...``, has an empty value, or repeats a key.
+
+    """
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        values = [v.strip() for v in text.split(",")]
+        if not sep or not key.strip() or not all(values):
+            raise ValueError(f"--grid {item!r}: use key=value1,value2 (e.g. strategy.name=er,hpcr)")
+        if key.strip() in grid:
+            raise ValueError(f"--grid names {key.strip()!r} twice; give all its values in one item")
+        grid[key.strip()] = values
+    return grid
+
+
+def _axis(key: str, wanted: Sequence[str], rows: Sequence[RunRow]) -> list[str]:
+    """The values of ``key`` among ``rows``: in the grid's order, then those the grid spells otherwise."""
+    found = list(dict.fromkeys(str(row.params.get(key, "∅")) for row in rows))
+    return [v for v in wanted if v in found] + [v for v in found if v not in wanted]
+
+
+def grid_table(rows: Sequence[RunRow], grid: Mapping[str, Sequence[str]], metric: str = "avg_acc") -> str:
+    """A markdown table of a sweep: ``metric``'s mean ± std over the seeds of each grid cell.
+
+    The columns are the last grid key's values, the rows every combination of the other keys' values
+    (one key: one column). A cell shows ``-`` when no finished run has its values.
+    """
+    keys = list(grid)
+    axes = {key: _axis(key, list(grid[key]), rows) for key in keys}
+    row_keys, col_key = (keys[:-1], keys[-1]) if len(keys) > 1 else (keys, None)
+    columns = axes[col_key] if col_key else [metric]
+    corner = " / ".join(row_keys) + (f" \\ {col_key}" if col_key else "")
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for combo in itertools.product(*(axes[key] for key in row_keys)):
+        cells = []
+        for column in columns:
+            wanted = dict(zip(row_keys, combo, strict=True)) | ({col_key: column} if col_key else {})
+            runs = [r for r in rows if all(str(r.params.get(k, "∅")) == v for k, v in wanted.items())]
+            values = [float(r.metrics[metric]) for r in runs if metric in r.metrics]
+            cells.append(f"{mean_std(values)} (n={len(values)})" if values else "-")
+        lines.append(f"| {', '.join(combo)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

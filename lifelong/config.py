@@ -153,9 +153,14 @@ class TrackingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """``enabled``: write ``<run dir>/checkpoints`` after every experience (needed by ``--resume``)."""
+    """``enabled``: write ``<run dir>/checkpoints`` after every experience (needed by ``--resume``).
+
+    ``every_n_steps``: also every N training steps inside an experience (0: off), so that a kill in a long
+    (online) experience loses at most N steps; resuming gives the uninterrupted run's result.
+    """
 
     enabled: bool = True
+    every_n_steps: int = 0
 
 
 @dataclass
@@ -378,6 +383,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size, "use >= 1")
     _require(cfg.train.num_workers >= 0, "train.num_workers", cfg.train.num_workers, "use >= 0")
     _require(cfg.train.log_every_n_steps >= 1, "train.log_every_n_steps", cfg.train.log_every_n_steps, "use >= 1")
+    steps = cfg.checkpoint.every_n_steps
+    _require(steps >= 0, "checkpoint.every_n_steps", steps, "use 0 (off) or a number of steps >= 1")
     _require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use an integer in [0, 2**32)")
     _require(math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "use a learning rate > 0")
     for key in ("momentum", "weight_decay"):

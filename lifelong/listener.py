@@ -93,10 +93,12 @@ class RunListener:
         if not self.quiet and metrics and after >= 0:
             self._say("  " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
-    def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None:
+    def on_resumed(self, completed: int, matrices: ScoreMatrices, steps: int | None = None) -> None:
+        """``steps``: the run resumes inside experience ``completed + 1``, after that many of its steps."""
         self.matrix = matrices
         if not self.quiet:
-            self._say(f"resumed after experience {completed} (global step {self.global_step})")
+            inside = f", inside experience {completed + 1} after {steps} of its steps" if steps else ""
+            self._say(f"resumed after experience {completed}{inside} (global step {self.global_step})")
 
     def state_dict(self) -> dict[str, Any]:
         """The counters a resumed run continues from."""

@@ -17,8 +17,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
+from lifelong.errors import ConfigError
 from lifelong.metrics.score_matrices import ScoreMatrices
 from lifelong.module import ContinualModule
+from lifelong.step_checkpoint import EpochsLoader, StepCheckpoint, start_snapshot
 
 TrainerFactory = Callable[[], L.Trainer]
 
@@ -34,7 +36,7 @@ class LoopListener(Protocol):
 
     def on_analysis(self, after: int, metrics: dict[str, float]) -> None: ...
 
-    def on_resumed(self, completed: int, matrices: ScoreMatrices) -> None: ...
+    def on_resumed(self, completed: int, matrices: ScoreMatrices, steps: int | None = None) -> None: ...
 
 
 class Checkpointer(Protocol):
@@ -161,11 +163,16 @@ def run_stream(
     else:
         completed, matrix = resumed
         module.strategy.on_resume(module.model, stream)
-        listener.on_resumed(completed, matrix)
+        step = getattr(checkpoints, "step", None)
+        if step is not None:  # a checkpoint inside the next experience (lifelong.step_checkpoint)
+            listener.on_resumed(completed, matrix, steps=int(step["steps"]))
+        else:
+            listener.on_resumed(completed, matrix)
         start = completed + 1
     for experience in stream.train[start:]:
         started = time.perf_counter()
-        samples = train_experience(module, experience, make_trainer(), loaders)
+        stepping = step_checkpoints(module, experience, checkpoints, matrix)
+        samples = train_experience(module, experience, make_trainer(), loaders, stepping)
         seconds = time.perf_counter() - started
         scores = evaluate(make_trainer(), module, stream, loaders)
         matrix.set_row(experience.index, scores)
@@ -202,10 +209,38 @@ def training_sampler(dataset: Dataset, world_size: int, rank: int, shuffle: bool
     return DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed)
 
 
+def step_checkpoints(
+    module: ContinualModule, experience: Experience, checkpoints: Checkpointer | None, matrix: ScoreMatrices
+) -> StepCheckpoint | None:
+    """The callback that checkpoints inside this experience (``checkpoint.every_n_steps``), or ``None``.
+
+    It resumes the experience when the run was restored from a checkpoint inside it.
+    """
+    every = int(getattr(checkpoints, "every_n_steps", 0) or 0)
+    if every <= 0 or not getattr(checkpoints, "enabled", False):
+        return None
+    if module.lr_schedule is not None:
+        raise ConfigError("checkpoint.every_n_steps does not support optim.schedule yet: use one of them")
+    resumed = getattr(checkpoints, "step", None)
+    if resumed is not None and resumed["experience"] != experience.index:
+        resumed = None
+    if checkpoints is not None:
+        checkpoints.step = None  # type: ignore[attr-defined] - used once
+    return StepCheckpoint(every, checkpoints, matrix, experience.index, start_snapshot(module), resumed)
+
+
 def train_experience(
-    module: ContinualModule, experience: Experience, trainer: L.Trainer, loaders: LoaderSettings
+    module: ContinualModule,
+    experience: Experience,
+    trainer: L.Trainer,
+    loaders: LoaderSettings,
+    steps: StepCheckpoint | None = None,
 ) -> int:
-    """One experience: the strategy's hooks around one ``fit``; returns the number of samples seen."""
+    """One experience: the strategy's hooks around one ``fit``; returns the samples seen by all ranks together.
+
+    Under DDP each rank reads its shard, so the global count (what the printed samples/s reports) is the
+    shard's count times the world size.
+    """
     strategy = module.strategy
     strategy.before_experience(module.model, experience)
     dataset = strategy.train_dataset(experience)
@@ -216,9 +251,15 @@ def train_experience(
     loader = make_loader(
         dataset, loaders.batch_size, loaders.shuffle, loaders.num_workers, seed, sampler, drop_last=loaders.drop_last
     )
+    epochs = int(trainer.max_epochs or 0)
     if module.lr_schedule is not None:
-        module.lr_schedule.begin_experience(len(loader) * int(trainer.max_epochs or 0))
-    trainer.fit(module, train_dataloaders=loader)
+        module.lr_schedule.begin_experience(len(loader) * epochs)
+    if steps is None:
+        trainer.fit(module, train_dataloaders=loader)
+    else:  # the epochs as one pass, so the callback can checkpoint (and resume) at any step of it
+        trainer.fit_loop.max_epochs = 1
+        trainer.callbacks.append(steps)
+        trainer.fit(module, train_dataloaders=EpochsLoader(loader, epochs, steps.skip))
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
-    return per_epoch * trainer.max_epochs  # type: ignore[operator]
+    return per_epoch * epochs * trainer.world_size

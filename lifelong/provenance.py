@@ -14,6 +14,7 @@ import getpass
 import hashlib
 import inspect
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -175,41 +176,63 @@ class RunExtras:
 
 
 class SeedGroup:
-    """The parent MLflow run of one invocation over several seeds; the seeds' runs are nested in it.
+    """The parent MLflow run of one invocation over several seeds (or of a sweep); its runs are nested in it.
 
     On the parent: the seeds' shared params, ``seeds``, and per stream metric its mean over the seeds
-    (``stream/<metric>``) and sample std (``stream/<metric>_std``), so the UI compares groups.
+    (``stream/<metric>``) and sample std (``stream/<metric>_std``), so the UI compares groups. The parent
+    of a sweep (``grid``: the swept keys and their values) holds the params shared by all its runs,
+    ``sweep.grid`` and the number of runs; its settings are compared by ``lifelong compare --grid``.
     """
 
-    def __init__(self, uri: str, run_id: str) -> None:
-        self.uri, self.run_id = uri, run_id
+    def __init__(self, uri: str, run_id: str, grid: dict[str, list[str]] | None = None) -> None:
+        self.uri, self.run_id, self.grid = uri, run_id, grid
 
     @classmethod
-    def start(cls, cfg: ExperimentConfig, seeds: list[int]) -> SeedGroup | None:
-        """The group's parent run; ``None`` for one seed, without tracking, or on ranks > 0."""
+    def start(
+        cls, cfg: ExperimentConfig, seeds: list[int], grid: dict[str, list[str]] | None = None
+    ) -> SeedGroup | None:
+        """The group's parent run; ``None`` for one seed and no grid, without tracking, or on ranks > 0."""
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-        from lifelong.tracking import PARENT_ROLE, ROLE_TAG, resolve_uri, start_parent_run
+        from lifelong.tracking import PARENT_ROLE, ROLE_TAG, SWEEP_ROLE, resolve_uri, start_parent_run
 
-        if len(seeds) < 2 or not cfg.tracking.enabled or getattr(rank_zero_only, "rank", 0) != 0:
+        if (len(seeds) < 2 and not grid) or not cfg.tracking.enabled or getattr(rank_zero_only, "rank", 0) != 0:
             return None
         uri = resolve_uri(cfg.tracking.uri, cfg.output_dir)
         resolved = resolved_params(cfg)
-        params = {**{k: v for k, v in resolved.items() if k != "seed"}, "seeds": ",".join(map(str, seeds))}
+        swept = {"seed", *(grid or {})}
+        params = {**{k: v for k, v in resolved.items() if k not in swept}, "seeds": ",".join(map(str, seeds))}
         name = f"{cfg.strategy.name}-{cfg.stream_name}-{short_digest(resolved)}-x{len(seeds)}"
         tags = {**run_tags(cfg), ROLE_TAG: PARENT_ROLE}
+        if grid:
+            params["sweep.grid"] = grid_text(grid)
+            runs = len(seeds) * math.prod(len(values) for values in grid.values())
+            name = f"sweep-{cfg.stream_name}-{short_digest(params)}-x{runs}"
+            tags[ROLE_TAG] = SWEEP_ROLE
         root = Path(cfg.output_dir) / "artifacts"
-        return cls(uri, start_parent_run(uri, cfg.experiment_name, name, params, tags, root))
+        return cls(uri, start_parent_run(uri, cfg.experiment_name, name, params, tags, root), grid)
 
     def end(self, metrics: list[dict[str, float]], finished: bool) -> None:
-        """Log mean and std over the seeds' final ``metrics`` and close the parent."""
+        """Log mean and std over the seeds' final ``metrics`` (a sweep: their number) and close the parent."""
         import statistics
 
         from lifelong.tracking import end_parent_run
 
         values: dict[str, float] = {"seeds/n": float(len(metrics))}
+        if self.grid:  # a mean over different settings means nothing: compare --grid shows them side by side
+            end_parent_run(self.uri, self.run_id, {"sweep/runs": float(len(metrics))}, _status(finished))
+            return
         for key in sorted({k for m in metrics for k in m}):
             column = [m[key] for m in metrics if key in m]
             values[f"stream/{key}"] = statistics.fmean(column)
             values[f"stream/{key}_std"] = statistics.stdev(column) if len(column) > 1 else 0.0
-        end_parent_run(self.uri, self.run_id, values if metrics else {}, "FINISHED" if finished else "KILLED")
+        end_parent_run(self.uri, self.run_id, values if metrics else {}, _status(finished))
+
+
+def _status(finished: bool) -> str:
+    return "FINISHED" if finished else "KILLED"
+
+
+def grid_text(grid: dict[str, list[str]]) -> str:
+    """``key=v1,v2 key2=v3,v4``: a grid as it is typed after ``--grid`` (the parent's ``sweep.grid`` param)."""
+    return " ".join(f"{key}={','.join(values)}" for key, values in grid.items())

@@ -116,7 +116,11 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
 
 
 def run(
-    cfg: ExperimentConfig, quiet: bool = False, resume: str | Path | None = None, parent: str | None = None
+    cfg: ExperimentConfig,
+    quiet: bool = False,
+    resume: str | Path | None = None,
+    parent: str | None = None,
+    run_dir: Path | None = None,
 ) -> RunResult:
     """Run one experiment with one seed and track it.
 
@@ -127,7 +131,9 @@ def run(
         quiet: print nothing but errors.
         resume: continue the stopped run in this run directory (or with this MLflow run id), in the
             same run directory and MLflow run; the config must be the one it started with.
-        parent: the MLflow run id of the parent (several seeds of one invocation) this run is nested in.
+        parent: the MLflow run id of the parent (several seeds, or a sweep) this run is nested in.
+        run_dir: the run directory of a new run (default: a new dated folder); a sweep names it in advance,
+            so that a requeued job finds it again.
 
     """
     check_names(cfg)
@@ -149,7 +155,10 @@ def run(
         check_store(uri, START_TIMEOUT)
     stream, module = build_parts(cfg)
     analyses = build_enabled_analyses(cfg, stream)
-    run_dir = previous[0] if previous else (new_run_dir(cfg) if rank == 0 else None)
+    if previous:
+        run_dir = previous[0]
+    elif rank == 0:
+        run_dir = run_dir or new_run_dir(cfg)
     tracker = None
     if rank == 0 and cfg.tracking.enabled:
         tracker = _start_tracker(cfg, uri, run_dir, world_size, previous[1] if previous else None, parent)  # type: ignore[arg-type]
@@ -164,6 +173,7 @@ def run(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled
     )
     checkpoints.journal = tracker  # its values are made durable before each checkpoint commits
+    checkpoints.every_n_steps = cfg.checkpoint.every_n_steps
     if not quiet:
         LOG.info(
             f"{cfg.run_name}: {len(stream)} experiences of {stream.name} ({stream.info.scenario}), "

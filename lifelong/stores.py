@@ -134,13 +134,26 @@ def unreachable(uri: str, timeout: float) -> str | None:
         return str(getattr(err, "reason", err))
 
 
+SERVER_FIX = (
+    "SQLite lets one process write at a time: for many concurrent runs (or a store on a shared filesystem) use a "
+    "tracking server on PostgreSQL, e.g. `mlflow server --backend-store-uri postgresql+psycopg://USER@HOST/DB "
+    "--serve-artifacts --artifacts-destination DIR --host 0.0.0.0 --port 5000`, and tracking.uri=http://HOST:5000 "
+    "(README: Scaling out, a production tracking server)"
+)
+
+
+def locked_hint(reason: object) -> str:
+    """The way out when a SQLite store was busy (``database is locked``), else ``""``."""
+    return f". {SERVER_FIX}" if "database is locked" in str(reason) else ""
+
+
 def tracking_error(uri: str, reason: object) -> TrackingError:
     """The error for a tracking store that cannot be used, with the ways out."""
     if is_local(uri):
         return TrackingError(
             f"the MLflow store {uri} failed ({' '.join(str(reason).split())[:500]}); check that the file is an "
             "intact, writable MLflow database, point tracking.uri or MLFLOW_TRACKING_URI at another store, or run "
-            "without tracking: tracking.enabled=false"
+            "without tracking: tracking.enabled=false" + locked_hint(reason)
         )
     return TrackingError(
         f"MLflow tracking at {uri} is unreachable or failed ({reason}). Start the server (e.g. `mlflow server "

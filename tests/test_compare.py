@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from lifelong import config
-from lifelong.compare import RunRow, compare_table, group_runs
+from lifelong.compare import RunRow, compare_table, grid_table, group_runs, parse_grid
 from lifelong.digest import config_digest, differing_keys, short_digest
 from lifelong.provenance import resolved_params, tracked_run_name
+from lifelong.sweep import cells
 
 
 def params(**changes: str) -> dict[str, str]:
@@ -66,3 +67,34 @@ def test_resolved_params_hold_defaults_and_spelled_out_defaults_are_the_same_set
     other = config.load("experiments/quickstart.yaml", ["strategy.params.memory_size=10"])
     assert tracked_run_name(implicit) != tracked_run_name(other)
     assert tracked_run_name(implicit) == f"er-digits-{short_digest(flat)}-s0"
+
+
+def test_a_grid_is_parsed_and_crossed_with_the_seeds():
+    grid = parse_grid(["strategy.name=er,hpcr", "strategy.params.memory_size=200,500"])
+    assert grid == {"strategy.name": ["er", "hpcr"], "strategy.params.memory_size": ["200", "500"]}
+    made = cells(grid, [0, 1])
+    assert len(made) == 8
+    assert made[:2] == [(["strategy.name=er", "strategy.params.memory_size=200"], 0)] + [
+        (["strategy.name=er", "strategy.params.memory_size=200"], 1)
+    ]
+    assert cells({}, [3]) == [([], 3)]  # no grid: the seeds alone
+
+
+@pytest.mark.parametrize("bad", [["strategy.name"], ["strategy.name=er,"], ["=1,2"], ["a=1", "a=2"]])
+def test_a_bad_grid_item_names_the_form(bad):
+    with pytest.raises(ValueError, match="--grid"):
+        parse_grid(bad)
+
+
+def test_grid_table_puts_the_last_key_in_columns_and_the_mean_over_seeds_in_cells():
+    values = {("er", "200"): [0.5, 0.7], ("er", "500"): [0.6], ("hpcr", "200"): [0.8, 0.9]}
+    rows = [
+        RunRow(f"r{i}", params(strategy__name=s, strategy__params__memory_size=m, seed=str(i)), {"avg_acc": v})
+        for (s, m), vs in values.items()
+        for i, v in enumerate(vs)
+    ]
+    grid = {"strategy.name": ["er", "hpcr"], "strategy.params.memory_size": ["200", "500"]}
+    lines = grid_table(rows, grid).splitlines()
+    assert lines[0] == "| strategy.name \\ strategy.params.memory_size | 200 | 500 |"
+    assert lines[2] == "| er | 0.6000 ± 0.1414 (n=2) | 0.6000 ± 0.0000 (n=1) |"
+    assert lines[3] == "| hpcr | 0.8500 ± 0.0707 (n=2) | - |"  # a cell no finished run has

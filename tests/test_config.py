@@ -101,3 +101,9 @@ def test_null_clears_a_mapping_of_arguments():
     assert config.load("quickstart", ["strategy.params=null"]).strategy.params == {}
     merged = config.load("quickstart", ["model.backbone_kwargs={}"]).model.backbone_kwargs
     assert merged == {"hidden": [256, 256]}  # {} merges (nothing to add); null replaces
+
+
+def test_a_negative_step_checkpoint_interval_is_refused():
+    with pytest.raises(ConfigError, match=r"checkpoint.every_n_steps=-1 is not allowed; use 0 \(off\)"):
+        config.load("experiments/quickstart.yaml", ["checkpoint.every_n_steps=-1"])
+    assert config.load("experiments/quickstart.yaml", []).checkpoint.every_n_steps == 0  # off by default

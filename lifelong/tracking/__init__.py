@@ -53,6 +53,7 @@ from lifelong.tracking.tracker import (
     RETRY_SECONDS,
     ROLE_TAG,
     SEND_SECONDS,
+    SWEEP_ROLE,
     TERMINAL,
     MlflowTracker,
     client_for,
@@ -61,6 +62,7 @@ from lifelong.tracking.tracker import (
     now_ms,
     run_dir_tag,
     stream_metric_table,
+    sweep_grid,
     sync_run,
 )
 
@@ -75,6 +77,7 @@ __all__ = [
     "ROLE_TAG",
     "SEND_SECONDS",
     "START_TIMEOUT",
+    "SWEEP_ROLE",
     "SystemMetrics",
     "TERMINAL",
     "check_store",
@@ -101,6 +104,7 @@ __all__ = [
     "start_parent_run",
     "store_lock",
     "stream_metric_table",
+    "sweep_grid",
     "sync_run",
     "tracking_error",
     "unreachable",

@@ -22,6 +22,7 @@ from lifelong.stores import (
     START_TIMEOUT,
     http_limits,
     is_local,
+    locked_hint,
     package_git_info,
     store_lock,
     tracking_error,
@@ -37,6 +38,7 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 # The MLflow UI then shows the experiment as model training (runs, charts), not as a GenAI app (traces).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 ROLE_TAG, PARENT_ROLE = "lifelong.role", "seeds"  # the parent run of a multi-seed invocation
+SWEEP_ROLE = "sweep"  # the parent run of a sweep (``lifelong sweep``)
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -292,7 +294,8 @@ class MlflowTracker:
             where = self.journal.directory or "memory"
             print(
                 f"warning: MLflow at {self.uri} failed ({str(err).splitlines()[0][:300]}); training goes on and "
-                f"everything is kept in {where}; it is sent when the server is back, or with `lifelong sync`",
+                f"everything is kept in {where}; it is sent when the server is back, or with `lifelong sync`"
+                + locked_hint(err),
                 file=sys.stderr,
                 flush=True,
             )
@@ -447,25 +450,50 @@ def run_dir_tag(uri: str, run_id: str) -> str | None:
         return None
 
 
-def stream_metric_table(uri: str, experiment: str) -> list[dict[str, Any]]:
-    """One record per finished run of ``experiment`` (parents of seed groups left out).
-
-    Each record holds the ``run_id``, ``run_name``, the run's ``params`` (its flat resolved config) and
-    its final ``stream/*`` metrics (under ``metrics``, without the prefix).
-    """
-    client = client_for(uri)
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]
         raise unknown_choice("experiment", experiment, names)
+    return found.experiment_id
+
+
+def stream_metric_table(uri: str, experiment: str, parent: str | None = None) -> list[dict[str, Any]]:
+    """One record per finished run of ``experiment`` (parents of seed groups and sweeps left out).
+
+    Each record holds the ``run_id``, ``run_name``, the run's ``params`` (its flat resolved config) and
+    its final ``stream/*`` metrics (under ``metrics``, without the prefix). ``parent``: only the runs
+    nested in that run (a sweep's).
+    """
+    client = client_for(uri)
+    query = "attributes.status = 'FINISHED'" + (f" and tags.mlflow.parentRunId = '{parent}'" if parent else "")
     rows = []
-    for run in client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'"):
-        if run.data.tags.get(ROLE_TAG) == PARENT_ROLE:
+    for run in client.search_runs([_experiment_id(client, experiment)], filter_string=query):
+        if run.data.tags.get(ROLE_TAG) in (PARENT_ROLE, SWEEP_ROLE):
             continue
         metrics = {k.removeprefix("stream/"): v for k, v in run.data.metrics.items() if k.startswith("stream/")}
         params = dict(run.data.params)
         rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "params": params, "metrics": metrics})
     return rows
+
+
+def sweep_grid(uri: str, experiment: str, run_id: str | None = None) -> tuple[str, str]:
+    """``(run id, grid)`` of a sweep's parent run in ``experiment`` (default: the latest sweep).
+
+    Raises:
+        TrackingError: the experiment has no sweep, or ``run_id`` is not a sweep's parent.
+
+    """
+    client = client_for(uri)
+    query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'"
+    sweeps = client.search_runs(
+        [_experiment_id(client, experiment)], filter_string=query, order_by=["attributes.start_time DESC"]
+    )
+    chosen = [r for r in sweeps if run_id in (None, r.info.run_id)][:1]
+    if not chosen:
+        what = f"run {run_id} is not the parent of a sweep" if run_id else "it has no sweep"
+        raise TrackingError(f"compare --grid on experiment {experiment!r}: {what} (start one with `lifelong sweep`)")
+    return chosen[0].info.run_id, chosen[0].data.params["sweep.grid"]
 
 
 def mark_dead_run(run_dir: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,11 @@ def test_er_shards_its_memory_and_reduces_evaluation(tmp_path):
     assert done.stdout.count("avg_acc") >= 1
     assert done.stdout.count("er-digits-s0: 5 experiences") == 1  # rank 1 prints nothing
     train_sizes, test_sizes = stream_sizes(5)
+    # the progress line counts the samples of both ranks (global samples/s), padding included
+    printed = [int(n) for n in re.findall(r"exp \d: classes \[[^]]*\] \| (\d+) samples in", done.stdout)]
+    assert len(printed) == 5
+    for count, size in zip(printed, train_sizes, strict=True):
+        assert size <= count <= size + 1
     for rank, info in enumerate(ranks):
         assert info["rank"] == rank
         assert info["world_size"] == 2

@@ -38,10 +38,10 @@ def load(root, strategy, *extra):
 def stop_at(monkeypatch, index, error):
     real = loop.train_experience
 
-    def train_experience(module, experience, trainer, loaders):
+    def train_experience(module, experience, trainer, loaders, steps=None):
         if experience.index == index:
             raise error
-        return real(module, experience, trainer, loaders)
+        return real(module, experience, trainer, loaders, steps)
 
     monkeypatch.setattr(loop, "train_experience", train_experience)
 

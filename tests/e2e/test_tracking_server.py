@@ -36,10 +36,16 @@ def free_port() -> int:
 
 
 class Server:
-    """``mlflow server`` in its own process group, so stopping it also stops its uvicorn worker."""
+    """``mlflow server`` in its own process group, so stopping it also stops its uvicorn worker.
 
-    def __init__(self, root: Path) -> None:
+    The backend store is SQLite in ``root`` unless ``backend`` names another (``postgresql+psycopg://...``);
+    artifacts are proxied by the server (``--serve-artifacts``) into ``root/server-artifacts``.
+    """
+
+    def __init__(self, root: Path, backend: str | None = None) -> None:
         self.root = root
+        self.backend = backend or f"sqlite:///{root}/server.db"
+        self.artifacts = root / "server-artifacts"
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -56,9 +62,10 @@ class Server:
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{self.root}/server.db",
+            self.backend,
+            "--serve-artifacts",
             "--artifacts-destination",
-            str(self.root / "server-artifacts"),
+            str(self.artifacts),
         ]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         log = (self.root / "server.log").open("a")
@@ -146,10 +153,10 @@ def test_unreachable_server_fails_fast_with_the_uri_and_the_fix(tmp_path, capsys
 def test_server_lost_mid_run_then_sync_uploads_everything(server, tmp_path, monkeypatch, capsys):
     real = loop.train_experience
 
-    def lose_the_server_at_experience_2(module, experience, trainer, loaders):
+    def lose_the_server_at_experience_2(module, experience, trainer, loaders, steps=None):
         if experience.index == 2:
             server.stop()
-        return real(module, experience, trainer, loaders)
+        return real(module, experience, trainer, loaders, steps)
 
     monkeypatch.setattr(loop, "train_experience", lose_the_server_at_experience_2)
     try:
