@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifelong import logs, shipped
+from lifelong import logs, shipped, signals
 from lifelong.errors import ConfigError, DataError, NonFiniteLossError, RunInterrupted, TrackingError
 from lifelong.version import __version__
 
@@ -153,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             print(_nan_hint(args), file=sys.stderr)
         return 1
     except RunInterrupted as err:
+        signals.ignore_stop_signals()
         if getattr(err, "rank", 0) == 0:
             print(f"{err}.", _resume_hint(args, err), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:  # a second Ctrl+C, or signals that could not be handled (not the main thread)
+        signals.ignore_stop_signals()
         if getattr(err, "rank", 0) == 0:
             print("interrupted.", _resume_hint(args, err), file=sys.stderr)
         return 130

@@ -199,8 +199,10 @@ def run(
         status = "FINISHED"
     except (RunInterrupted, KeyboardInterrupt, SystemExit, NonFiniteLossError) as err:  # SystemExit: Lightning's
         status = "FAILED" if isinstance(err, NonFiniteLossError) else "KILLED"
-        # Lightning ends a fit with exit(1) on a KeyboardInterrupt (a second Ctrl+C): report it as one
-        stopped = KeyboardInterrupt() if isinstance(err, SystemExit) else err
+        # Lightning ends a fit with exit(1) on a KeyboardInterrupt (a second Ctrl+C): report it as one. Any other
+        # exit goes on as it is (submitit's exit(-1) after requeueing a preempted job must reach its controller).
+        lightning_exit = isinstance(err, SystemExit) and err.code == 1
+        stopped = KeyboardInterrupt() if lightning_exit else err
         stopped.run_dir, stopped.checkpointed, stopped.rank = checkpoints.run_dir, checkpoints.completed, rank  # type: ignore[union-attr]
         raise stopped from None
     finally:

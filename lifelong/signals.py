@@ -113,6 +113,17 @@ class StopRequest:
         self.restore()
 
 
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on: the run has stopped and its records are written; the process only exits.
+
+    Without it a signal sent while the process exits (e.g. a second Ctrl+C that lands after the first one has
+    already stopped the run) would end it by the signal instead of with the documented exit status.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _hold(signum: int, frame: FrameType | None) -> None:
     print(
         f"\nreceived {signal.Signals(signum).name} while the run's records are written: it ends in a moment",
