@@ -354,8 +354,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = LaunchOptions(args.launcher, args.jobs, timeout_min=args.time, partition=args.partition, gpus=args.gpus)
     outcome = sweep(args.config, args.overrides, grid, seeds, options, args.allow_code)
     print(f"sweep: {len(outcome.jobs)} runs, {len(outcome.failed)} failed, parent MLflow run {outcome.parent}")
-    for job, err in outcome.failed:
-        print(f"  failed: {' '.join(job.overrides)} seed={job.seed} ({job.run_dir}): {str(err)[-500:]}")
+    for job, failure in outcome.failed:
+        print(f"  failed: {' '.join(job.overrides)} seed={job.seed} ({job.run_dir}): {str(failure)[-500:]}")
     if outcome.failed:
         print("rerun the same command to start new runs, or resume one with `lifelong run ... --resume <run dir>`")
     return 1 if outcome.failed else 0

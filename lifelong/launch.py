@@ -84,9 +84,9 @@ def make_executor(options: LaunchOptions) -> submitit.Executor:
     if options.jobs < 1:
         raise ConfigError(f"--jobs {options.jobs}: run at least one job at a time")
     if options.launcher == "local":
-        executor = submitit.LocalExecutor(folder=options.folder)
-        executor.update_parameters(timeout_min=options.timeout_min, gpus_per_node=min(torch.cuda.device_count(), 1))
-        return executor
+        local = submitit.LocalExecutor(folder=options.folder)
+        local.update_parameters(timeout_min=options.timeout_min, gpus_per_node=min(torch.cuda.device_count(), 1))
+        return local
     if shutil.which("srun") is None:
         raise ConfigError(
             "--launcher slurm needs SLURM (srun, sbatch) on PATH: run the sweep on the cluster's login node"
@@ -131,10 +131,10 @@ def _run_locally(executor: submitit.Executor, jobs: list[RunJob], slots: int) ->
     results: list[dict[str, Any] | BaseException] = [RuntimeError("not run")] * len(jobs)
     while pending or running:
         for slot in [s for s in range(slots) if s not in running][: len(pending)]:
-            index, job = pending.pop(0)
+            index, run_job = pending.pop(0)
             if gpus:
                 executor.update_parameters(visible_gpus=[slot % gpus])
-            running[slot] = (index, executor.submit(job))
+            running[slot] = (index, executor.submit(run_job))
         time.sleep(POLL_SECONDS)
         for slot, (index, job) in list(running.items()):
             if job.done():

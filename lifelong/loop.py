@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -221,11 +221,11 @@ def step_checkpoints(
         return None
     if module.lr_schedule is not None:
         raise ConfigError("checkpoint.every_n_steps does not support optim.schedule yet: use one of them")
-    resumed = getattr(checkpoints, "step", None)
+    resumed: dict[str, Any] | None = getattr(checkpoints, "step", None)
     if resumed is not None and resumed["experience"] != experience.index:
         resumed = None
     if checkpoints is not None:
-        checkpoints.step = None  # type: ignore[attr-defined] - used once
+        setattr(checkpoints, "step", None)  # noqa: B010 - used once
     return StepCheckpoint(every, checkpoints, matrix, experience.index, start_snapshot(module), resumed)
 
 
@@ -258,7 +258,7 @@ def train_experience(
         trainer.fit(module, train_dataloaders=loader)
     else:  # the epochs as one pass, so the callback can checkpoint (and resume) at any step of it
         trainer.fit_loop.max_epochs = 1
-        trainer.callbacks.append(steps)
+        trainer.callbacks.append(steps)  # type: ignore[attr-defined]
         trainer.fit(module, train_dataloaders=EpochsLoader(loader, epochs, steps.skip))
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
