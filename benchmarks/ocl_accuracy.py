@@ -271,7 +271,7 @@ def merge(paths: list[Path], out: Path) -> dict:
     for rows in runs.values():
         rows.sort(key=lambda r: r["seed"])
     seeds = sorted({r["seed"] for rows in runs.values() for r in rows})
-    complete = all(data["complete"] for data in files) and all(len(rows) == len(seeds) for rows in runs.values())
+    complete = all(len(rows) == len(seeds) for rows in runs.values())  # an interrupted file may be completed by another
     args = argparse.Namespace(
         backbone=None if first["backbone"] == "mlp 2x256" else first["backbone"],
         backbone_kwargs=json.dumps(first["backbone_kwargs"]),
