@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lifelong import config
+from lifelong import config, shipped
 from lifelong.launch import LaunchOptions, RunJob, cpu_threads, launch, make_executor
 from lifelong.provenance import SeedGroup, tracked_run_name
 from lifelong.run import check_names
@@ -58,7 +58,7 @@ def plan(
 
     Each run directory ends with ``stamp`` (default: the time and a random suffix), unique to this sweep.
     """
-    path = str(Path(config_path).resolve())  # the jobs may start in another directory (SLURM)
+    path = str(shipped.resolve(config_path).resolve())  # jobs may start elsewhere (SLURM); bare names are shipped
     base = config.load(path, overrides)
     stamp = stamp or sweep_stamp()
     jobs = []

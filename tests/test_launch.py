@@ -38,3 +38,13 @@ def test_local_jobs_split_the_cores():
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads(1) == cores
     assert cpu_threads(cores * 4) == 1
+
+
+def test_a_sweep_of_a_shipped_experiment_names_its_file_for_every_job(tmp_path, monkeypatch):
+    from lifelong.shipped import experiments_dir
+    from lifelong.sweep import plan
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: `lifelong sweep quickstart` as an installed user types it
+    _, jobs = plan("quickstart", [], {"strategy.name": ["er", "finetune"]}, [0])
+    assert [job.config for job in jobs] == [str((experiments_dir() / "quickstart.yaml").resolve())] * 2
+    assert all(job.run_dir.startswith(str(tmp_path)) for job in jobs)
