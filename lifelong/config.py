@@ -239,7 +239,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         return data
     base = OmegaConf.create(_read_yaml(path.parent / str(parent), seen + (path,)))
     update = OmegaConf.create(data)
-    _drop_params_of_replaced_strategy(base, update)
+    _drop_arguments_of_renamed_parts(base, update)
     return OmegaConf.to_container(OmegaConf.merge(base, update))  # type: ignore[return-value]
 
 
@@ -293,7 +293,7 @@ NAMED_WITH_ARGUMENTS = {
 }
 
 
-def _drop_params_of_replaced_strategy(merged: DictConfig, update: DictConfig) -> None:
+def _drop_arguments_of_renamed_parts(merged: DictConfig, update: DictConfig) -> None:
     """A layer (YAML or command line) that names another strategy, backbone or head starts it from its defaults.
 
     ``strategy.params`` (``model.backbone_kwargs``, ``model.head_kwargs``) of the layers below belong to the
@@ -321,7 +321,7 @@ def _merge(base: DictConfig, layer: DictConfig | dict[str, Any], source: str) ->
     """``layer`` (a YAML file or the overrides) merged over ``base``; any failure is a ``ConfigError``."""
     try:
         update = layer if isinstance(layer, DictConfig) else OmegaConf.create(layer)
-        _drop_params_of_replaced_strategy(base, update)
+        _drop_arguments_of_renamed_parts(base, update)
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise _translate(err, source) from None

@@ -43,6 +43,8 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from lifelong import config
+        from lifelong.checkpoint import DIRNAME as CHECKPOINTS
+        from lifelong.generations import Generations
         from lifelong.run import run
         from lifelong.safety import allow_code
         from lifelong.tracking import mark_dead_run
@@ -52,7 +54,8 @@ class RunJob(submitit.helpers.Checkpointable):
         allow_code(self.allowed)
         cfg = replace(config.load(self.config, self.overrides), seed=self.seed)
         run_dir = Path(self.run_dir)
-        resume = run_dir if (run_dir / "checkpoints" / "LATEST").exists() else None
+        committed = Generations(run_dir / CHECKPOINTS).latest_name() is not None
+        resume = run_dir if committed else None
         if resume is None and (run_dir / "tracking").exists():
             mark_dead_run(run_dir)  # an attempt that died before its first checkpoint: FAILED, then a fresh start
         result = run(cfg, quiet=True, resume=resume, parent=self.parent, run_dir=run_dir)

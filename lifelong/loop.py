@@ -163,11 +163,8 @@ def run_stream(
     else:
         completed, matrix = resumed
         module.strategy.on_resume(module.model, stream)
-        step = getattr(checkpoints, "step", None)
-        if step is not None:  # a checkpoint inside the next experience (lifelong.step_checkpoint)
-            listener.on_resumed(completed, matrix, steps=int(step["steps"]))
-        else:
-            listener.on_resumed(completed, matrix)
+        step = getattr(checkpoints, "step", None)  # a checkpoint inside the next experience (lifelong.step_checkpoint)
+        listener.on_resumed(completed, matrix, steps=int(step["steps"]) if step is not None else None)
         start = completed + 1
     for experience in stream.train[start:]:
         started = time.perf_counter()

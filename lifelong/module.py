@@ -149,6 +149,14 @@ class ContinualModule(L.LightningModule):
             self._pending[key] = self._pending.get(key, 0.0) + value.float()
         self._pending_steps += 1
 
+    def pending_losses(self) -> dict[str, Any]:
+        """The training losses accumulated since the last report (saved by a checkpoint inside an experience)."""
+        return {"pending": dict(self._pending), "pending_steps": self._pending_steps}
+
+    def load_pending_losses(self, state: dict[str, Any]) -> None:
+        """Continue accumulating from :meth:`pending_losses` of a checkpoint."""
+        self._pending, self._pending_steps = dict(state["pending"]), int(state["pending_steps"])
+
     def flush_train_metrics(self) -> None:
         """Report the mean of the pending training losses at the current global step."""
         if self._pending_steps and "train/loss" in self._pending:

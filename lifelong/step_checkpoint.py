@@ -83,9 +83,8 @@ class StepCheckpoint(L.Callback):
             return
         pl_module.load_state_dict(self.resumed["module"])
         trainer.optimizers[0].load_state_dict(self.resumed["optimizer"])
-        module: Any = pl_module  # a LifelongModule: the losses of the steps not reported yet
-        module._pending = dict(self.resumed["pending"])  # noqa: SLF001
-        module._pending_steps = int(self.resumed["pending_steps"])  # noqa: SLF001
+        module: Any = pl_module  # a ContinualModule
+        module.load_pending_losses(self.resumed)
         set_rng_state(self.resumed["rng"])
 
     def on_train_batch_start(
@@ -94,14 +93,13 @@ class StepCheckpoint(L.Callback):
         done = self.skip + batch_idx
         if batch_idx == 0 or done % self.every:
             return
-        module: Any = pl_module  # a LifelongModule
+        module: Any = pl_module  # a ContinualModule
         step = {
             "experience": self.experience,
             "steps": done,
             "module": module.state_dict(),
             "optimizer": trainer.optimizers[0].state_dict(),
-            "pending": dict(module._pending),  # noqa: SLF001
-            "pending_steps": module._pending_steps,  # noqa: SLF001
+            **module.pending_losses(),
             "rng": rng_state(),
         }
         self.checkpoints.save(self.experience - 1, self.matrix, step=step, start=self.start)
