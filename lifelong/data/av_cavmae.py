@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from lifelong.data.av_common import AVStream, kaldi_fbank, read_wav
+from lifelong.data.av_common import AVStream, kaldi_fbank, read_wav, resample
 from lifelong.errors import DataError
 
 AUDIO_STATS = {"vggsound": (-5.0767, 4.4533), "audioset": (-5.081, 4.4849)}
@@ -115,9 +115,7 @@ class CavMaeClips(Dataset):
 
     def _audio(self, entry: Mapping[str, str]) -> torch.Tensor:
         wave, rate = read_wav(self._path(entry["wav"]))
-        if rate != SAMPLE_RATE:
-            n = max(2, round(len(wave) * SAMPLE_RATE / rate))
-            wave = np.interp(np.linspace(0, len(wave) - 1, n), np.arange(len(wave)), wave).astype(np.float32)
+        wave = resample(wave, rate, SAMPLE_RATE)
         fb = kaldi_fbank(wave, SAMPLE_RATE, self.m, self.t)
         return (fb - self.stats[0]) / (2 * self.stats[1])
 

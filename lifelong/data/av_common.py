@@ -128,6 +128,19 @@ def kaldi_fbank(
     return feats[:target_frames].contiguous()
 
 
+def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling of a mono waveform with ``torchaudio.functional.resample`` (windowed sinc).
+
+    Linear interpolation (``np.interp``) folds content above the new Nyquist frequency back into the band:
+    a 10 kHz tone taken from 48 to 16 kHz keeps most of its power as a 6 kHz alias; the sinc filter removes it.
+    """
+    if orig_rate == new_rate:
+        return np.asarray(wave, dtype=np.float32)
+    functional = audio_module("torchaudio.functional")
+    x = torch.as_tensor(np.asarray(wave), dtype=torch.float32)
+    return functional.resample(x, int(orig_rate), int(new_rate)).numpy()
+
+
 def audio_module(name: str) -> Any:
     """Import a module of the audio stack (``torchaudio``, ``soundfile``), an optional extra of the package.
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lifelong.data.av_common import AVPairs, AVStream, check_tasks, kaldi_fbank, normalise_fbank, read_wav
+from lifelong.data.av_common import AVPairs, AVStream, check_tasks, kaldi_fbank, normalise_fbank, read_wav, resample
 from lifelong.data.datasets import DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, stratified_split
 from lifelong.errors import DataError
 
@@ -75,16 +75,17 @@ def load_voice(root: Path, voice: str) -> list[np.ndarray]:
     waves = []
     for d in range(10):
         wave, rate = read_wav(directory / f"{d}.wav")
-        if rate != SAMPLE_RATE:
-            wave = resample(wave, SAMPLE_RATE / rate)
-        waves.append(wave)
+        waves.append(resample(wave, rate, SAMPLE_RATE))
     return waves
 
 
-def resample(wave: np.ndarray, factor: float) -> np.ndarray:
-    """Linear-interpolation resampling to ``factor`` times as many samples (speed change when played at 8 kHz)."""
-    n = max(2, round(len(wave) * factor))
-    return np.interp(np.linspace(0, len(wave) - 1, n), np.arange(len(wave)), wave).astype(np.float32)
+def change_speed(wave: np.ndarray, speed: float) -> np.ndarray:
+    """Play ``wave`` ``speed`` times faster (pitch moves with it), by band-limited resampling.
+
+    The speed is rounded to 1% so that the resampling ratio stays a small fraction (a short sinc kernel).
+    """
+    percent = max(1, round(100 * speed))
+    return resample(wave, percent, 100)
 
 
 def augment(wave: np.ndarray, length: int, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -93,7 +94,7 @@ def augment(wave: np.ndarray, length: int, rng: np.random.Generator, strength: f
     ``strength=0`` returns the recording centred in the window, unchanged otherwise.
     """
     if strength > 0:
-        wave = resample(wave, 1.0 / (1.0 + strength * rng.uniform(-0.1, 0.1)))
+        wave = change_speed(wave, 1.0 + strength * rng.uniform(-0.1, 0.1))
         wave = wave * 10 ** (strength * rng.uniform(-6, 6) / 20)
     wave = wave[:length]
     room = length - len(wave)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lifelong.data.av_cavmae import split_by_category
-from lifelong.data.av_common import kaldi_fbank
-from lifelong.data.av_digits import SOUNDS_ROOT, av_digits, load_voice
+from lifelong.data.av_common import kaldi_fbank, resample
+from lifelong.data.av_digits import SOUNDS_ROOT, av_digits, change_speed, load_voice
 from lifelong.data.av_synthetic import av_synthetic
 from lifelong.errors import DataError
 
@@ -25,6 +25,38 @@ def test_fbank_shape_and_padding():
     assert torch.all(fb[100:] == 0)
     assert torch.all(fb[:90] != 0)
     assert kaldi_fbank(wave, 8000, 32, 64).shape == (64, 32)  # cut
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2)))
+
+
+def _tone(freq: float, rate: int, seconds: float = 1.0, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_resampling_removes_an_out_of_band_tone_instead_of_aliasing_it():
+    """48 -> 16 kHz: a 10 kHz tone lies above the new 8 kHz Nyquist frequency and must vanish, not fold to 6 kHz."""
+    high, low = _tone(10_000, 48_000), _tone(1_000, 48_000)
+    assert abs(_rms(high) - 0.354) < 0.001
+    n = 16_000
+    linear = np.interp(np.linspace(0, len(high) - 1, n), np.arange(len(high)), high)
+    assert _rms(linear) > 0.25  # what linear interpolation left behind: the alias
+    inner = slice(200, -200)  # away from the edges, where the filter sees zeros
+    assert _rms(resample(high, 48_000, 16_000)[inner]) < 0.01
+    out = resample(low, 48_000, 16_000)
+    assert len(out) == n
+    assert abs(_rms(out[inner]) - _rms(low)) < 0.005  # an in-band tone passes unchanged
+
+
+def test_speed_change_keeps_the_tone_and_scales_its_frequency():
+    wave = _tone(500, 8_000)
+    fast = change_speed(wave, 1.1)
+    assert len(fast) == round(len(wave) / 1.1)
+    spectrum = np.abs(np.fft.rfft(fast[100:-100]))
+    peak_hz = np.argmax(spectrum) * 8_000 / len(fast[100:-100])
+    assert abs(peak_hz - 550) < 10
 
 
 @needs_asterisk
