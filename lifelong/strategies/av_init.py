@@ -17,7 +17,7 @@ from lifelong.data.types import StreamInfo
 from lifelong.models.avm import AVMatching
 from lifelong.strategies.av_replay import AVBatch, AVStrategy
 from lifelong.strategies.base import StepOutput, register_strategy
-from lifelong.strategies.flava import avm_loss, joint_tokens
+from lifelong.strategies.flava import avm_loss, modality_codes
 
 if TYPE_CHECKING:
     from lifelong.models.cavmae import CAVMAE
@@ -69,10 +69,9 @@ class AVMWarmup(AVStrategy):
             self.avm = AVMatching(model.config.embed_dim, self.avm_heads or model.config.num_heads)
 
     def training_loss(self, model: CAVMAE, batch: AVBatch) -> StepOutput:  # type: ignore[override]
-        """The AVM's BCE on the batch's joint tokens (computed without gradient)."""
+        """The AVM's BCE on matched and jointly re-encoded mismatched pairs (backbone without gradient)."""
         assert self.avm is not None  # built in setup
-        a, v = joint_tokens(model, batch["video"], batch["audio"])
-        loss = avm_loss(self.avm, a, v)
+        loss = avm_loss(self.avm, model, *modality_codes(model, batch["video"], batch["audio"]))
         return StepOutput(loss, {"avm": loss.detach()})
 
     @torch.no_grad()

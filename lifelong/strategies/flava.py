@@ -5,7 +5,8 @@ Alignment", ICML 2024 (arXiv 2310.08204; v1 titled FLAVA). Official code: G-JWLe
 ``models/cl_methods/flava.py``. Per step:
 
 1. the unmasked clip's modality-specific codes go (no grad) through the backbone's shared blocks to the
-   AVM; the AVM is trained with BCE on matched / deranged pairs (the backbone gets no gradient from it);
+   AVM; the AVM is trained with BCE on matched / deranged pairs, the deranged pairs re-encoded jointly by
+   the shared blocks as the official code does (the backbone gets no gradient from it);
 2. importances ``I_v``, ``I_a`` from the AVM's temperature softmax; candidates = top-``keep_ratio``;
    importance-weighted query summaries ``qbar_a``, ``qbar_v``;
 3. with an empty memory: keep the top-``keep_ratio`` tokens of each modality; otherwise compare each sample
@@ -16,7 +17,9 @@ Alignment", ICML 2024 (arXiv 2310.08204; v1 titled FLAVA). Official code: G-JWLe
    replayed clips' current and stored embeddings (DER++ anchor);
 5. the incoming clips enter a reservoir memory with ``qbar``, ``p``, ``I`` and embeddings.
 
-Deliberate differences from the official code: pruned-last weighted sampling uses an exponential race
+Deliberate differences from the official code: the deranged half is the second half of the batch with videos
+rolled by one (the official code draws the mismatched positions and a derangement at random; batches are
+shuffled, so the pairs are as random); pruned-last weighted sampling uses an exponential race
 instead of ``torch.multinomial`` over zero weights (undefined); under DDP the memory is sharded (each rank
 keeps ``memory_size / world_size`` clips of its own share of the data) and InfoNCE negatives are not gathered
 across ranks. The AVM warm-up on a separate pool with the backbone frozen is the ``init`` stage
@@ -41,23 +44,41 @@ if TYPE_CHECKING:
     from lifelong.models.cavmae import CAVMAE
 
 
-def joint_tokens(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone tokens fed to the AVM: full codes through the shared blocks (joint pass), no gradient."""
+def modality_codes(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality-specific codes ``(audio, video)`` of every token of the unmasked clip, without gradient."""
     with torch.no_grad():
         codes = model.full_codes(video, audio)
-        joint = model.shared_pass(torch.cat([codes["a"], codes["v"]], 1), "av")
-    n_a = codes["a"].shape[1]
+    return codes["a"], codes["v"]
+
+
+def joint_pass(model: CAVMAE, a_codes: torch.Tensor, v_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio and video codes encoded together by the shared blocks (joint pass), without gradient."""
+    with torch.no_grad():
+        joint = model.shared_pass(torch.cat([a_codes, v_codes], 1), "av")
+    n_a = a_codes.shape[1]
     return joint[:, :n_a].detach(), joint[:, n_a:].detach()
 
 
-def avm_loss(avm: AVMatching, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """BCE of the AVM on the first half matched and the second half with videos deranged (rolled by one)."""
-    half = len(a) // 2
-    if len(a) - half < 2:
-        return a.new_zeros(())
-    v_neg = torch.cat([v[:half], v[half:].roll(1, 0)])
+def joint_tokens(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone tokens of the matched clips fed to the AVM for importances: full codes through the shared blocks."""
+    return joint_pass(model, *modality_codes(model, video, audio))
+
+
+def avm_loss(avm: AVMatching, model: CAVMAE, a_codes: torch.Tensor, v_codes: torch.Tensor) -> torch.Tensor:
+    """BCE of the AVM on matched pairs (first half) and mismatched pairs (second half, videos rolled by one).
+
+    As in the official code (``learn_multimodal_relationship``), the mismatched pairs are encoded jointly as
+    pairs: the modality codes of an audio and another clip's video go through the shared blocks together, so
+    the negatives' tokens never saw their own partner (rolling already jointly-encoded tokens would leave each
+    token with a trace of its true partner, a shortcut for the matching head).
+    """
+    half = len(a_codes) // 2
+    if len(a_codes) - half < 2:
+        return a_codes.new_zeros(())
+    v_mixed = torch.cat([v_codes[:half], v_codes[half:].roll(1, 0)])
+    a, v = joint_pass(model, a_codes, v_mixed)
     target = torch.cat([a.new_ones(half), a.new_zeros(len(a) - half)])
-    return F.binary_cross_entropy_with_logits(avm(a, v_neg), target)
+    return F.binary_cross_entropy_with_logits(avm(a, v), target)
 
 
 @register_strategy("flava")
@@ -152,9 +173,10 @@ class FLAVA(AVReplay):
         """AVM BCE + MAE/InfoNCE on selected tokens of current and replayed clips + DER anchor."""
         video, audio = batch["video"], batch["audio"]
         n = len(video)
-        a_tok, v_tok = joint_tokens(model, video, audio)
+        a_codes, v_codes = modality_codes(model, video, audio)
+        a_tok, v_tok = joint_pass(model, a_codes, v_codes)
         assert self.avm is not None  # built in setup
-        bce = avm_loss(self.avm, a_tok, v_tok)
+        bce = avm_loss(self.avm, model, a_codes, v_codes)
         s = self.scores(a_tok, v_tok)
         replay = self.memory.sample(self.replay_batch_size or n, device=video.device)
         if not replay or int(self.steps) < self.avm_warmup_steps:
