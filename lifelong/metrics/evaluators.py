@@ -9,7 +9,9 @@ returns the same rows. Evaluators are registered by name and chosen by the model
   (``strategy.eval_logits``) per test experience, counted with torchmetrics ``SumMetric`` (reduced over ranks);
 - ``retrieval`` (audio-video models): zero-shot audio->video and video->audio R@k of the unmasked clip
   embeddings; the queries are test experience ``j``'s pairs, the gallery is every test experience's pairs
-  (what FLAVA reports), a gallery item is correct when its ``group`` equals the query's.
+  (what FLAVA reports), a gallery item is correct when its ``group`` equals the query's (class level on
+  ``av_digits``, where the group is the digit); ``*_inst_R<k>`` count only the query's own pair as correct
+  (instance level, the paper's retrieval; the same numbers when every pair is its own group, as in ``cavmae``).
   R@k is :func:`lifelong.metrics.retrieval.retrieval_scores`' CMC top-k (one tie rule for the suite:
   equal similarities rank the lower gallery index first).
 """
@@ -97,7 +99,8 @@ class RetrievalEvaluator(Evaluator):
     def __init__(self, n_experiences: int, ks: Sequence[int] = (1, 5, 10)) -> None:
         super().__init__()
         self.n_experiences, self.ks = n_experiences, tuple(ks)
-        self.score_names = [f"{d}_R{k}" for d in ("a2v", "v2a") for k in self.ks]
+        levels = ("", "_inst")
+        self.score_names = [f"{d}{level}_R{k}" for level in levels for d in ("a2v", "v2a") for k in self.ks]
         self._parts: list[dict[str, list[torch.Tensor]]] = []
         self.reset()
 
@@ -124,12 +127,18 @@ class RetrievalEvaluator(Evaluator):
     def compute(self) -> dict[str, list[float]]:
         per_experience = self._embeddings()
         gallery = {k: torch.cat([e[k] for e in per_experience]) for k in ("a", "v", "group")}
+        gallery["pair"] = torch.arange(len(gallery["group"]))
         rows: dict[str, list[float]] = {name: [] for name in self.score_names}
+        offset = 0
         for e in per_experience:
+            identities = {"": (e["group"], gallery["group"])}
+            identities["_inst"] = (torch.arange(offset, offset + len(e["group"])), gallery["pair"])
+            offset += len(e["group"])
             for direction, (query, items) in {"a2v": ("a", "v"), "v2a": ("v", "a")}.items():
-                scores = retrieval_scores(e[query], gallery[items], e["group"], gallery["group"], ks=self.ks)
-                for k in self.ks:
-                    rows[f"{direction}_R{k}"].append(scores[f"top{k}"])
+                for level, (query_ids, gallery_ids) in identities.items():
+                    scores = retrieval_scores(e[query], gallery[items], query_ids, gallery_ids, ks=self.ks)
+                    for k in self.ks:
+                        rows[f"{direction}{level}_R{k}"].append(scores[f"top{k}"])
         return rows
 
     def totals(self) -> list[int]:

@@ -36,7 +36,7 @@ SMALL = [
     "train.epochs=1",
     "name=av_small",
 ]
-SCORES = ["a2v_R1", "a2v_R5", "a2v_R10", "v2a_R1", "v2a_R5", "v2a_R10"]
+SCORES = [f"{d}{level}_R{k}" for level in ("", "_inst") for d in ("a2v", "v2a") for k in (1, 5, 10)]
 
 
 def yaml_file(tmp_path):

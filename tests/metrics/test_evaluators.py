@@ -33,6 +33,23 @@ def test_retrieval_rows_by_hand():
     # video 1 -> audio 1 (0.6) vs audio 0 (0.0): correct; video 2 -> audio 2 (1.0) beats audio 1 (0.8)
     assert rows["v2a_R1"] == [1.0, 1.0]
     assert evaluator.totals() == [2, 2]
+    # every pair its own group: instance level = group level
+    assert all(rows[name.replace("_R", "_inst_R")] == rows[name] for name in ("a2v_R1", "a2v_R2", "v2a_R1"))
+
+
+def test_instance_level_counts_only_the_own_pair():
+    # one experience, two digits (groups 0, 0, 1, 1); audio 0 is closest to video 1 (same digit, another pair),
+    # audio 1 to its own video, audio 2 to video 3 (same digit), audio 3 to video 0 (another digit)
+    audio = torch.tensor([[0.1, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, 1.0], [1.0, 0.0, 0.0, 0.5]])
+    video, groups = torch.eye(4), torch.tensor([0, 0, 1, 1])
+    evaluator = RetrievalEvaluator(1, ks=(1, 2))
+    evaluator.reset()
+    evaluator.update(Embedder(), None, {"audio": audio, "video": video, "group": groups}, 0)
+    rows = evaluator.compute()
+    assert rows["a2v_R1"] == [0.75]  # audio 0, 1 and 2 find their digit first, audio 3 does not
+    assert rows["a2v_inst_R1"] == [0.25]  # only audio 1 ranks its own video first
+    assert rows["a2v_inst_R2"] == [1.0]  # every own video is in the top 2
+    assert evaluator.score_names[:2] == ["a2v_R1", "a2v_R2"]  # the class-level a2v R@1 stays the primary score
 
 
 def test_accuracy_evaluator_counts_per_experience():
