@@ -196,6 +196,7 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
         log_every_n_steps=cfg.train.log_every_n_steps,
         evaluator=evaluator,
         lr_schedule=lr_schedule(cfg, len(stream.train[0].dataset)),
+        carry_optimizer_state=not cfg.optim.fresh_per_experience,
     )
     return stream, module
 

@@ -12,8 +12,9 @@ new one is complete)::
 
 A checkpoint holds the module's ``state_dict`` (model, strategy with its buffers and teachers,
 the global step), the score matrices, every analysis's ``state_dict``, the listener's counters
-and the Python / NumPy / torch (CPU and CUDA) random states. The optimizer is not in it: every
-experience starts a fresh one, so no optimizer state crosses an experience boundary.
+and the Python / NumPy / torch (CPU and CUDA) random states. The optimizer is in it only when it crosses
+experience boundaries (``optim.fresh_per_experience: false``, the module's extra state); by default every
+experience starts a fresh one.
 Before a generation is written, the run's journal (``journal``, the tracker) makes every metric
 evaluated so far durable and says how many values it holds; after the commit it may send them.
 Files are loaded with ``torch.load(weights_only=True)``: strategies keep plain data (tensors,

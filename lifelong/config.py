@@ -109,7 +109,11 @@ class ScheduleConfig:
 
 @dataclass
 class OptimConfig:
-    """A fresh optimizer per experience; ``betas`` apply to adam/adamw, ``momentum`` to sgd."""
+    """The optimizer; ``betas`` apply to adam/adamw, ``momentum`` to sgd.
+
+    ``fresh_per_experience`` (default): every experience starts a fresh optimizer; ``false`` keeps one optimizer
+    state (moments, step counts) for the whole stream, as the official FLAVA run does.
+    """
 
     name: str = "sgd"
     lr: float = 0.1
@@ -117,6 +121,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    fresh_per_experience: bool = True
 
 
 @dataclass

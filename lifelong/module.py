@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -12,6 +12,7 @@ from torch import nn
 from lifelong.annealing import InfiniteLR
 from lifelong.errors import NonFiniteLossError
 from lifelong.metrics.evaluators import AccuracyEvaluator, Evaluator
+from lifelong.optimizer_carry import CarriedOptimizer
 from lifelong.progress import LiveBar
 from lifelong.signals import StopRequest
 from lifelong.strategies.base import StepOutput, Strategy
@@ -29,11 +30,13 @@ class ContinualModule(L.LightningModule):
     Args:
         model: the model being trained (a ``ContinualClassifier`` or an audio-video model).
         strategy: the continual-learning method.
-        optimizer: builds a fresh optimizer over the parameters at the start of every experience.
+        optimizer: builds the optimizer over the parameters at the start of every experience.
         n_eval_experiences: number of test experiences evaluated by ``validate``.
         log_every_n_steps: average the training losses over this many steps per report.
         evaluator: scores each ``validate`` pass (default: accuracy over ``n_eval_experiences``).
         lr_schedule: sets each step's learning rate (``optim.schedule``); ``None``: the optimizer's own.
+        carry_optimizer_state: each experience's optimizer starts from the state the previous one ended with
+            (``optim.fresh_per_experience: false``; :mod:`lifelong.optimizer_carry`).
 
     """
 
@@ -49,6 +52,7 @@ class ContinualModule(L.LightningModule):
         log_every_n_steps: int = 20,
         evaluator: Evaluator | None = None,
         lr_schedule: InfiniteLR | None = None,
+        carry_optimizer_state: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -57,6 +61,7 @@ class ContinualModule(L.LightningModule):
         self.log_every_n_steps = log_every_n_steps
         self.evaluator = evaluator if evaluator is not None else AccuracyEvaluator(n_eval_experiences)
         self.lr_schedule = lr_schedule
+        self.optimizer_carry = CarriedOptimizer(carry_optimizer_state)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self.step_reporter: StepReporter | None = None
         self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
@@ -101,7 +106,21 @@ class ContinualModule(L.LightningModule):
             group["lr"] = lr
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        return self.optimizer_carry.attach(optimizer, self.strategy.experience_index)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The carried optimizer state (empty unless ``optim.fresh_per_experience`` is false)."""
+        return self.optimizer_carry.state()
+
+    def set_extra_state(self, state: Any) -> None:
+        self.optimizer_carry.load(state)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a state; one saved before the module had an extra state (no ``_extra_state``) loads as empty."""
+        if "_extra_state" not in state_dict:
+            state_dict = {**state_dict, "_extra_state": {}}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         output = self.strategy.training_loss(self.model, batch)
@@ -134,6 +153,7 @@ class ContinualModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self.flush_train_metrics()
+        self.optimizer_carry.detach()
 
     def _check_finite(self, loss: torch.Tensor, where: str) -> None:
         if not torch.isfinite(loss.detach()).all():

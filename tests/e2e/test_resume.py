@@ -50,10 +50,17 @@ def history(uri, run_id, key):
     return [(m.step, m.value) for m in sorted(MlflowClient(uri).get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
-@pytest.mark.parametrize(("strategy", "by"), [("er", "run_dir"), ("joint", "run_id")])
-def test_stopped_run_resumes_to_the_uninterrupted_result(strategy, by, tmp_path, monkeypatch):
-    full = run(load(tmp_path / "full", strategy), quiet=True)
-    cfg = load(tmp_path / "cut", strategy)
+CARRIED_ADAM = ("optim.name=adam", "optim.lr=0.001", "optim.fresh_per_experience=false")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "by", "extra"),
+    [("er", "run_dir", ()), ("joint", "run_id", ()), ("er", "run_dir", CARRIED_ADAM)],
+    ids=["er", "joint", "er-one-adam-for-the-stream"],  # the last: the carried optimizer state is checkpointed
+)
+def test_stopped_run_resumes_to_the_uninterrupted_result(strategy, by, extra, tmp_path, monkeypatch):
+    full = run(load(tmp_path / "full", strategy, *extra), quiet=True)
+    cfg = load(tmp_path / "cut", strategy, *extra)
     uri = cfg.tracking.uri
     stop_at(monkeypatch, K, RunInterrupted("SIGTERM", 143))
     with pytest.raises(RunInterrupted) as info:
