@@ -116,3 +116,31 @@ def test_mae_targets_inside_selection_and_positions_on_grid():
     # grid order: token f*g*g + r*g + c is frame f, row r, col c
     assert torch.equal(patches[1, 16 + 2 * 4 + 1].reshape(3, 8, 8), video[1, 1, :, 16:24, 8:16])
     assert torch.equal(model.patchify_audio(audio)[2, 5 * 4 + 2].reshape(8, 8), audio[2, 40:48, 16:24])
+
+
+def test_selection_at_the_papers_token_counts_keeps_its_invariants():
+    """ViT-B layout: 784 video tokens (4 frames of 14x14) and 512 audio tokens (64 time x 8 frequency patches),
+    keep 0.5 of each, audio chunks of 4 time patches (0.64 s, 1/16 of the clip), pruning of about a quarter."""
+    gen = torch.Generator().manual_seed(3)
+    b, n_video, n_time, n_freq, chunk = 4, 784, 64, 8, 4
+    w_v, w_a = torch.rand(b, n_video, generator=gen), torch.rand(b, n_time * n_freq, generator=gen)
+    pruned_v = torch.bernoulli(torch.full(w_v.shape, 0.25), generator=gen).bool()
+    pruned_a = torch.bernoulli(torch.full(w_a.shape, 0.25), generator=gen).bool()
+    video = sel.select_video(w_v, pruned_v, 392, gen)
+    audio = sel.select_audio(w_a, pruned_a, n_time, n_freq, chunk, 256, gen)
+    assert video.shape == (b, 392) and audio.shape == (b, 256)
+    for row in range(b):
+        assert len(set(video[row].tolist())) == 392  # enough unpruned tokens: none pruned is kept
+        assert not pruned_v[row, video[row]].any()
+        assert len(set(audio[row].tolist())) == 256
+        assert not pruned_a[row, audio[row]].any()
+        assert audio[row].min() >= 0 and audio[row].max() < n_time * n_freq
+    # without pruning the audio selection is 8 whole chunks (256 = 8 chunks x 4 time x 8 frequency patches)
+    whole = sel.select_audio(w_a, torch.zeros_like(pruned_a), n_time, n_freq, chunk, 256, gen)
+    for row in range(b):
+        chunks = {t // n_freq // chunk for t in whole[row].tolist()}
+        assert len(chunks) == 8
+    # importance drives the choice: with no pruning, video keeps mostly high-importance tokens
+    video_top = sel.select_video(w_v, torch.zeros_like(pruned_v), 392, gen)
+    median = w_v.median(dim=1, keepdim=True).values
+    assert float((torch.gather(w_v, 1, video_top) > median).float().mean()) > 0.55
