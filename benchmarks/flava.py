@@ -36,12 +36,18 @@ def config(method: str, seed: int, args: argparse.Namespace):
 
     params = {} if method == "finetune" else {"memory_size": args.memory}
     if method == "flava":
-        params["keep_ratio"] = args.keep_ratio
+        params.update(keep_ratio=args.keep_ratio, audio_chunk=args.audio_chunk)
     stream = {
         "train_copies": args.copies,
         "train_voices": args.train_voices.split(","),
         "test_voices": args.test_voices.split(",") if args.test_voices else None,
+        "frames": args.frames,
+        "image_size": args.image_size,
+        "target_frames": args.audio_frames,
+        "mel_bins": args.mel_bins,
+        "frame_shift_ms": args.frame_shift_ms,
     }
+    layout = {k: getattr(args, k) for k in ("frames", "image_size", "patch_size", "audio_frames", "mel_bins")}
     if args.joint:
         stream["tasks"] = [list(range(10))]
     cfg = {
@@ -51,10 +57,20 @@ def config(method: str, seed: int, args: argparse.Namespace):
         "stream": {"dataset": "av_digits", "params": stream},
         "model": {
             "backbone": "cavmae_tiny",
-            "backbone_kwargs": {"contrastive_weight": args.contrastive_weight, "visible_ratio": args.visible_ratio},
+            "backbone_kwargs": {
+                "contrastive_weight": args.contrastive_weight,
+                "visible_ratio": args.visible_ratio,
+                **layout,
+            },
         },
         "strategy": {"name": STRATEGY[method], "params": params},
-        "optim": {"name": "adam", "lr": args.lr, "betas": [0.95, 0.999], "weight_decay": 5e-7},
+        "optim": {
+            "name": "adam",
+            "lr": args.lr,
+            "betas": [0.95, 0.999],
+            "weight_decay": 5e-7,
+            "fresh_per_experience": args.fresh_optimizer,
+        },
         "train": {"epochs": args.epochs, "batch_size": 16, "drop_last": True, "eval_batch_size": 64},
         "tracking": {"enabled": False},
         "checkpoint": {"enabled": False},
@@ -141,6 +157,16 @@ def main() -> None:
     parser.add_argument("--contrastive-weight", type=float, default=1.0, help="paper: 0.1 (see the README)")
     parser.add_argument("--visible-ratio", type=float, default=0.45, help="paper: 0.2 (see the README)")
     parser.add_argument("--keep-ratio", type=float, default=0.5, help="FLAVA's share of tokens kept per modality")
+    parser.add_argument("--audio-chunk", type=int, default=2, help="FLAVA's audio chunk in time patches (paper: 1/16)")
+    parser.add_argument("--frames", type=int, default=2, help="video frames per clip")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--patch-size", type=int, default=8, help="4 with 4 frames: 256 video + 256 audio tokens")
+    parser.add_argument("--audio-frames", type=int, default=64, help="fbank frames (time)")
+    parser.add_argument("--mel-bins", type=int, default=32)
+    parser.add_argument("--frame-shift-ms", type=float, default=15.0, help="fbank hop (7.5 with 128 frames: 0.96 s)")
+    parser.add_argument(
+        "--fresh-optimizer", action="store_true", help="a fresh Adam per task (the earlier tables); default: one"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one CPU thread each)")
     parser.add_argument("--init-voices", default="it", help="voices of the init pool (all digits); empty: no init")
