@@ -9,7 +9,7 @@ demo:
 # the Debian packages the full test suite reads (real Fashion-MNIST, the asterisk spoken digits, headless Chromium); run as root
 system-deps:
     apt-get update
-    apt-get install -y dataset-fashion-mnist chromium asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
+    apt-get install -y dataset-fashion-mnist chromium espeak-ng asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
 
 # the fast test suite (what CI runs)
 test:
