@@ -24,7 +24,7 @@ from lifelong.data.datasets import DATASETS, TensorSplit, resolve_root
 from lifelong.data.reshape import fit_images
 from lifelong.data.streams import subsample_per_class
 from lifelong.data.types import Experience, Stream
-from lifelong.metrics.compatibility import compatibility_metrics, compatibility_pairs
+from lifelong.metrics.compatibility import TIE_RULES, compatibility_metrics, compatibility_pairs
 from lifelong.metrics.retrieval import make_pairs, retrieval_scores, template_identification, verification_accuracy
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.dsimplex import retrieval_features
@@ -73,8 +73,8 @@ class Compatibility(Analysis):
     Protocols (``protocol``):
 
     - ``retrieval`` (default): closed-set retrieval (leave-one-out CMC), cosine ranking of the whole
-      gallery; ``metric`` is ``top<k>`` (CMC) or ``map``. With the query set equal to the gallery set (the default: the test
-      set as both) each query's own sample is left out of its ranking (leave-one-out).
+      gallery; ``metric`` is ``top<k>`` (CMC) or ``map``. With the query set equal to the gallery set
+      (the default: the test set as both) each query's own sample is left out of its ranking.
     - ``identification``: top-1 1:N search against per-class gallery templates (mean of normalised
       features, re-normalised), as in the CVPR'24 HOC code (there: CIFAR-10 train queries,
       CIFAR-10 test templates).
@@ -96,7 +96,8 @@ class Compatibility(Analysis):
 
     Logged per experience ``i`` (as ``compatibility/<name>``): ``self_test`` (``M[i][i]``), ``am``, and from
     ``i >= 1`` on ``ac``, ``bc``, ``fc``, ``cross_prev`` (``M[i][i-1]``) and ``ecc/g<j>`` (1 if
-    ``M[i][j] > M[j][j]``, for every ``j < i``). Artifacts: ``compatibility_matrix.csv`` and ``.png``.
+    ``M[i][j] > M[j][j]``, or ``>=`` with ``ties: pass``, for every ``j < i``). Artifacts:
+    ``compatibility_matrix.csv`` and ``.png``.
 
     Args:
         protocol: ``retrieval``, ``identification`` or ``verification``.
@@ -115,6 +116,8 @@ class Compatibility(Analysis):
         n_folds: verification folds.
         batch_size: samples per forward pass.
         seed: seed of the subsampling and of the pairs.
+        ties: AC's tie rule: ``fail`` (a tie ``M[i][j] = M[j][j]`` fails, iamcl2r; the default) or ``pass``
+            (only ``<`` fails, the CL2R and CoReS code); also the rule of ``ecc/g<j>``.
 
     """
 
@@ -141,6 +144,7 @@ class Compatibility(Analysis):
         batch_size: int = 1000,
         seed: int = 0,
         match_shape: bool = False,
+        ties: str = "fail",
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -178,6 +182,9 @@ class Compatibility(Analysis):
             )
         if match_shape and dataset is None:
             raise ValueError(f"{KEY}.match_shape fits another dataset's images to the stream's; set dataset too")
+        if ties not in TIE_RULES:
+            raise ValueError(f"{KEY}.ties={ties!r} is not allowed; choose one of: {', '.join(TIE_RULES)}")
+        self.ties = ties
         self.dataset, self.root, self.match_shape = dataset, root, bool(match_shape)
         self.unseen = classes == UNSEEN
         self.gallery_split, self.query_split = gallery_split, query_split
@@ -306,10 +313,10 @@ class Compatibility(Analysis):
     def metrics(self, after: int) -> dict[str, float]:
         """The metrics of the top-left ``(after + 1)`` block of ``M``."""
         block = self.matrix[: after + 1, : after + 1].numpy()
-        out = compatibility_metrics(block)
+        out = compatibility_metrics(block, self.ties)
         if after >= 1:
             out["cross_prev"] = float(block[after, after - 1])
-            ecc = compatibility_pairs(block)
+            ecc = compatibility_pairs(block, self.ties)
             out.update({f"ecc/g{j}": float(ecc[after, j]) for j in range(after)})
         return out
 

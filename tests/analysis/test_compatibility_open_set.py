@@ -132,3 +132,17 @@ def test_fit_images_resizes_and_fits_channels():
     assert fit_images(torch.ones(1, 3, 2, 2), (1, 2, 2)).shape == (1, 1, 2, 2)
     with pytest.raises(ValueError, match="cannot fit 2-channel"):
         fit_images(torch.ones(1, 2, 2, 2), (3, 2, 2))
+
+
+@pytest.mark.parametrize(("ties", "expected"), [("fail", 0.0), ("pass", 1.0)])
+def test_tie_rule_of_the_analysis(angle_features, ties, expected):
+    # the same features twice: M[1][0] = M[0][0], a tie
+    stream = angles_stream(train={0: [30.0], 1: [60.0]}, test={0: [0.0, 40.0], 1: [90.0]})
+    model = SimpleNamespace(shift=0.0)
+    analysis = Compatibility(protocol="identification", query_split="train", ties=ties)
+    analysis.setup(stream, CPU)
+    analysis.evaluate(0, model, None, stream)
+    metrics = analysis.evaluate(1, model, None, stream)
+    assert float(analysis.matrix[1, 0]) == float(analysis.matrix[0, 0])
+    assert metrics["ac"] == expected
+    assert metrics["ecc/g0"] == expected
