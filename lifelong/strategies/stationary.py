@@ -21,7 +21,6 @@ from lifelong.models.dsimplex import DSimplexHead, require_dsimplex
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
 from lifelong.strategies.common import classes_before
 from lifelong.strategies.er import ExperienceReplay
-from lifelong.strategies.replacement import load_replacement, parse_replacements
 from lifelong.strategies.teacher import FrozenSnapshot
 
 # --------------------------------------------------------------------------- losses
@@ -72,10 +71,8 @@ class StationaryReplay(ExperienceReplay):
         seed: int = 0,
         replace_at: Mapping[Any, Any] | None = None,
     ) -> None:
-        super().__init__(memory_size, replay_batch_size, seed)
-        self.replacements = parse_replacements(replace_at)
+        super().__init__(memory_size, replay_batch_size, seed, replace_at)
         self.teacher = FrozenSnapshot()
-        self.replaced_now = False
 
     def head(self, model: ContinualClassifier) -> DSimplexHead:
         """The model's d-Simplex head (``ValueError`` naming ``model.head=dsimplex`` otherwise)."""
@@ -87,12 +84,9 @@ class StationaryReplay(ExperienceReplay):
         super().setup(model, stream_info)
 
     def before_experience(self, model: ContinualClassifier, experience: Experience) -> None:
-        """Check the classes; swap in a replacement model if one is scheduled for this experience."""
+        """Swap in a replacement model if one is scheduled (``er``); check the classes."""
         super().before_experience(model, experience)
         self.head(model).check_classes(experience.classes, f"experience {experience.index} classes")
-        self.replaced_now = experience.index in self.replacements
-        if self.replaced_now:
-            load_replacement(model, self.replacements[experience.index])
 
     def hold_teacher(self, model: ContinualClassifier, experience: Experience) -> None:
         """Freeze the model ``experience`` starts from as the teacher (none at experience 0 unless replaced)."""
