@@ -56,3 +56,18 @@ def test_er_replacement_through_the_config(tmp_path):
     rows = [list(csv.reader((r.run_dir / "compatibility_matrix.csv").open())) for r in (first, replaced)]
     assert rows[0][1] == rows[1][1]  # experience 0 is the same run
     assert rows[0][2] != rows[1][2]  # experience 1 started from the replacement
+
+
+def test_bct_takes_the_swapped_in_head_as_its_old_classifier(digits_stream, tiny_model, tmp_path):
+    info = digits_stream.info
+    torch.manual_seed(2)
+    other = build_model("mlp", "linear", info.num_classes, info.input_shape, backbone_kwargs={"hidden": [32]})
+    path = tmp_path / "other.pt"
+    torch.save(other.state_dict(), path)
+    strategy = build_strategy("bct", memory_size=20, replace_at={1: str(path)})
+    strategy.setup(tiny_model, info)
+    strategy.before_experience(tiny_model, digits_stream.train[0])
+    strategy.after_experience(tiny_model, digits_stream.train[0])
+    strategy.before_experience(tiny_model, digits_stream.train[1])
+    seen = digits_stream.train[0].classes
+    assert torch.equal(strategy.old_weight[seen], other.head.weight[seen].detach())
