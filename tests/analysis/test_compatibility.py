@@ -155,6 +155,7 @@ def test_end_to_end_run_logs_metrics_and_writes_the_matrix(tmp_path):
         f"tracking.uri={uri}",
         "train.epochs=1",
         "stream.n_experiences=2",
+        "stream.classes_per_experience=[3,3]",
         "stream.train_per_class=20",
         "stream.test_per_class=10",
         "analysis.compatibility.gallery_per_class=10",

@@ -101,6 +101,7 @@ def test_end_to_end_run_retrains_from_scratch(tmp_path):
         "checkpoint.enabled=false",
         "train.epochs=2",
         "stream.n_experiences=2",
+        "stream.classes_per_experience=[3,3]",
         "stream.train_per_class=30",
         "stream.test_per_class=10",
         "analysis.compatibility.gallery_per_class=10",

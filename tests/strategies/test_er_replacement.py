@@ -40,6 +40,7 @@ def test_er_replacement_through_the_config(tmp_path):
         "checkpoint.enabled=false",
         "train.epochs=1",
         "stream.n_experiences=2",
+        "stream.classes_per_experience=[3,3]",
         "stream.train_per_class=20",
         "stream.test_per_class=10",
         "analysis.compatibility.gallery_per_class=10",
