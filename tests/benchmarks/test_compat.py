@@ -1,0 +1,52 @@
+"""benchmarks/compat.py: its protocol variants, the scores under both tie rules and the tables."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lifelong.analysis import ANALYSES
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compat.py"
+NAN = float("nan")
+
+
+@pytest.fixture(scope="module")
+def compat():
+    spec = importlib.util.spec_from_file_location("compat_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_variants_fix_their_parameters_and_artifact_names(compat):
+    compat.register_helpers()
+    verification = ANALYSES.get("compat_digits_verification")()
+    assert verification.protocol == "verification"
+    assert verification.dataset == "digits"
+    assert verification.match_shape
+    assert verification.artifact_stem == "compat_digits_verification"
+    held_out = ANALYSES.get("compat_heldout_verification")()
+    assert held_out.unseen
+    assert held_out.dataset == "fashion_mnist"
+
+
+def test_scores_report_both_tie_rules(compat):
+    tie = [[0.5, NAN, NAN], [0.5, 0.6, NAN], [0.7, 0.6, 0.8]]  # (1,0) and (2,1) ties, (2,0) passes
+    out = compat.scores(tie)
+    assert out["ac"] == pytest.approx(1 / 3)
+    assert out["ac_ties_pass"] == 1.0
+    assert out["self_test"] == 0.8
+
+
+def test_summary_and_tables(compat):
+    matrix = [[0.5, NAN], [0.6, 0.7]]
+    run = {"avg_acc": 0.9, **{name: {**compat.scores(matrix), "matrix": matrix} for name in compat.PROTOCOLS}}
+    summary = compat.summarise({"er": [run, run]})
+    assert summary["er"]["compatibility"]["ac"] == [1.0, 0.0]
+    assert summary["er"]["compatibility"]["matrix"][1] == [0.6, 0.7]
+    text = compat.report(summary, {}, [0, 1], 1.0)
+    assert "| er | 1.000 ± 0.000 | 1.000 ± 0.000 |" in text
+    assert "M[1] 0.600 0.700" in text
