@@ -27,6 +27,7 @@ trained jointly on the 6 training classes only, never on an evaluation class, wi
 linear head for ER and BCT. ``python benchmarks/compat.py --pretrain-only`` just writes those checkpoints.
 
     python benchmarks/compat.py [--seeds 0,1,2] [--methods er,bct,cores,cores_replay,cl2r,hoc] [--skip-replacement]
+        [--simplex-classes K --tag _k100]   # more room in the d-Simplex (K classes reserved, d = K - 1)
 
 Prints markdown tables; writes benchmarks/results/compat.json and benchmarks/results/compat.md.
 """
@@ -104,7 +105,7 @@ def read_matrix(path: Path) -> list[list[float]]:
     return [[float(v) if v else float("nan") for v in row[1:]] for row in rows]
 
 
-def pretrain(head: str, seed: int, tmp: Path) -> Path:
+def pretrain(head: str, seed: int, tmp: Path, simplex_classes: int | None = None) -> Path:
     """A stronger replacement model: jointly trained on the stream's training classes only (never an
     evaluation class), on another, 3x larger draw of images per class, for more epochs; returns its weights."""
     base = config.load(BASE)
@@ -119,8 +120,14 @@ def pretrain(head: str, seed: int, tmp: Path) -> Path:
         exclude_classes=list(base.stream.exclude_classes or []),
     )
     info = stream.info
+    head_kwargs = {"classes": simplex_classes} if head == "dsimplex" and simplex_classes else {}
     model = build_model(
-        base.model.backbone, head, info.num_classes, info.input_shape, backbone_kwargs=dict(base.model.backbone_kwargs)
+        base.model.backbone,
+        head,
+        info.num_classes,
+        info.input_shape,
+        backbone_kwargs=dict(base.model.backbone_kwargs),
+        head_kwargs=head_kwargs,
     )
     optim = base.optim
     optimizer = torch.optim.SGD(
@@ -136,7 +143,7 @@ def pretrain(head: str, seed: int, tmp: Path) -> Path:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    path = tmp / f"replacement_{head}_s{seed}.pt"
+    path = tmp / f"replacement_{head}{simplex_classes or ''}_s{seed}.pt"
     torch.save(model.state_dict(), path)
     return path
 
@@ -153,8 +160,12 @@ def scores(matrix: list[list[float]]) -> dict[str, float]:
     }
 
 
-def one_run(method: str, seed: int, tmp: Path, replacement: Path | None) -> dict[str, Any]:
+def one_run(
+    method: str, seed: int, tmp: Path, replacement: Path | None, simplex_classes: int | None = None
+) -> dict[str, Any]:
     overrides = [f"seed={seed}", f"output_dir={tmp}", "tracking.enabled=false", "checkpoint.enabled=false"]
+    if simplex_classes and method not in LINEAR_HEAD:
+        overrides.append(f"model.head_kwargs.classes={simplex_classes}")
     overrides += [f"analysis.{name}={{}}" for name in PROTOCOLS if name != "compatibility"]
     if replacement is not None:
         overrides.append(f"strategy.params.replace_at={{{REPLACE_AT}: {replacement}}}")
@@ -211,8 +222,8 @@ def matrices(summary: dict[str, dict[str, Any]], name: str) -> str:
     return "\n".join(lines)
 
 
-def report(summary: dict[str, Any], replaced: dict[str, Any], seeds: list[int], wall: float) -> str:
-    parts = [f"# Compatibility, open-set protocol, Split Fashion-MNIST (6 trained classes), seeds {seeds}"]
+def report(summary: dict[str, Any], replaced: dict[str, Any], seeds: list[int], wall: float, room: str = "") -> str:
+    parts = [f"# Compatibility, open-set protocol, Split Fashion-MNIST (6 trained classes), seeds {seeds}{room}"]
     for name, title in TITLES.items():
         parts.append(table(f"{title}, no replacement", summary, name))
         if replaced:
@@ -230,6 +241,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--skip-replacement", action="store_true")
     parser.add_argument("--pretrain-only", action="store_true", help="only write the replacement checkpoints")
+    parser.add_argument("--simplex-classes", type=int, default=None, help="K of the d-Simplex (default: 10)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (compat<tag>.json / .md)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
@@ -239,27 +252,28 @@ def main() -> None:
     if args.pretrain_only:
         for seed in seeds:
             for head in ("linear", "dsimplex"):
-                print(f"written {pretrain(head, 1000 + seed, tmp)}", flush=True)
+                print(f"written {pretrain(head, 1000 + seed, tmp, args.simplex_classes)}", flush=True)
         return
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     replaced: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         for method in methods:
-            runs[method].append(one_run(method, seed, tmp, None))
+            runs[method].append(one_run(method, seed, tmp, None, args.simplex_classes))
             done = runs[method][-1]
             print(f"seed {seed} {method}: AC {done['compatibility']['ac']:.2f} ({done['seconds']:.0f}s)", flush=True)
         if args.skip_replacement:
             continue
-        paths = {head: pretrain(head, 1000 + seed, tmp) for head in ("linear", "dsimplex")}
+        paths = {head: pretrain(head, 1000 + seed, tmp, args.simplex_classes) for head in ("linear", "dsimplex")}
         for method in methods:
             path = paths["linear" if method in LINEAR_HEAD else "dsimplex"]
-            replaced[method].append(one_run(method, seed, tmp, path))
+            replaced[method].append(one_run(method, seed, tmp, path, args.simplex_classes))
             done = replaced[method][-1]
             print(f"seed {seed} {method} + replacement: AC {done['compatibility']['ac']:.2f}", flush=True)
     wall = time.perf_counter() - started
     summary, replaced_summary = summarise(runs), summarise(replaced)
-    text = report(summary, replaced_summary, seeds, wall)
+    room = f", d-Simplex K = {args.simplex_classes}" if args.simplex_classes else ""
+    text = report(summary, replaced_summary, seeds, wall, room)
     print(text)
     out = {
         "setting": {
@@ -268,6 +282,7 @@ def main() -> None:
             "replace_at": REPLACE_AT,
             "replacement_model": {**PRETRAIN, "classes": "the 6 training classes", "seed": "1000 + run seed"},
             "seeds": seeds,
+            "simplex_classes": args.simplex_classes or 10,
         },
         "machine": {
             "cpu_threads": torch.get_num_threads(),
@@ -281,9 +296,9 @@ def main() -> None:
         "runs_replacement": replaced,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "compat.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "compat.md").write_text(text)
-    print(f"written {RESULTS / 'compat.json'} and {RESULTS / 'compat.md'}")
+    (RESULTS / f"compat{args.tag}.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"compat{args.tag}.md").write_text(text)
+    print(f"written {RESULTS / f'compat{args.tag}.json'} and {RESULTS / f'compat{args.tag}.md'}")
 
 
 if __name__ == "__main__":
