@@ -11,6 +11,7 @@ from lifelong.models import build_model
 from lifelong.run import run
 from lifelong.strategies import build_strategy
 from lifelong.strategies.cores import split_validation, validation_accuracy
+from tests.compat_runs import TINY_COMPAT_RUN
 
 
 @pytest.fixture
@@ -99,12 +100,8 @@ def test_end_to_end_run_retrains_from_scratch(tmp_path):
         f"output_dir={tmp_path}",
         "tracking.enabled=false",
         "checkpoint.enabled=false",
+        *TINY_COMPAT_RUN,
         "train.epochs=2",
-        "stream.n_experiences=2",
-        "stream.classes_per_experience=[3,3]",
-        "stream.train_per_class=30",
-        "stream.test_per_class=10",
-        "analysis.compatibility.gallery_per_class=10",
     ]
     result = run(config.load("experiments/compat_fmnist_cores.yaml", overrides), quiet=True)
     assert 0.0 <= result.metrics["avg_acc"] <= 1.0

@@ -10,6 +10,7 @@ from lifelong import config
 from lifelong.models import build_model
 from lifelong.run import run
 from lifelong.strategies import build_strategy
+from tests.compat_runs import TINY_COMPAT_RUN
 
 
 def test_er_swaps_the_whole_model_in_at_the_scheduled_experience_only(digits_stream, tiny_model, tmp_path):
@@ -38,12 +39,7 @@ def test_er_replacement_through_the_config(tmp_path):
         f"output_dir={tmp_path}",
         "tracking.enabled=false",
         "checkpoint.enabled=false",
-        "train.epochs=1",
-        "stream.n_experiences=2",
-        "stream.classes_per_experience=[3,3]",
-        "stream.train_per_class=20",
-        "stream.test_per_class=10",
-        "analysis.compatibility.gallery_per_class=10",
+        *TINY_COMPAT_RUN,
     ]
     base = config.load("experiments/compat_fmnist_er.yaml", overrides)
     first = run(base, quiet=True)
