@@ -71,7 +71,8 @@ class CoReS(Joint):
 
     Deviations: the validation split is ``val_fraction`` of each class of the training data (the official
     code validates on the test split); ``replace_at`` starts a step from a checkpoint's weights instead of
-    a fresh initialisation (the official CoReS has no replacement).
+    a fresh initialisation (the official CoReS has no replacement). The best weights so far live in memory
+    only: a run resumed inside an experience (``checkpoint.every_n_steps``) selects among the epochs after it.
 
     Args:
         val_fraction: share of each class's training samples held out for checkpoint selection (0: keep the
