@@ -54,6 +54,21 @@ def _concat(experiences: list[Experience]) -> TensorSplit:
     return TensorSplit(torch.cat([e.dataset.x for e in experiences]), torch.cat([e.dataset.y for e in experiences]))
 
 
+def _check_evaluation_data(classes: object, dataset: str | None, match_shape: bool) -> None:
+    """``classes`` is null, ``"unseen"`` (with a ``dataset``) or class ids; ``match_shape`` needs a ``dataset``."""
+    if classes == UNSEEN and dataset is None:
+        raise ValueError(
+            f"{KEY}.classes='unseen' reads the held-out classes from a dataset: set {KEY}.dataset to the "
+            "stream's dataset (e.g. fashion_mnist) and leave them out of training with stream.exclude_classes"
+        )
+    if classes != UNSEEN and classes is not None and (not isinstance(classes, list | tuple) or not classes):
+        raise ValueError(
+            f"{KEY}.classes={classes!r} is not allowed; use null, 'unseen' or a non-empty list of class ids"
+        )
+    if match_shape and dataset is None:
+        raise ValueError(f"{KEY}.match_shape fits another dataset's images to the stream's; set dataset too")
+
+
 def unseen_classes(split: TensorSplit, stream: Stream) -> list[int]:
     """The classes of ``split`` that no experience of ``stream`` contains (``ValueError`` if there are none)."""
     trained = {int(c) for classes in stream.info.classes_per_experience for c in classes}
@@ -171,17 +186,7 @@ class Compatibility(Analysis):
             )
         if gallery_classes == "seen" and dataset is not None:
             raise ValueError(f"{KEY}.gallery_classes='seen' needs the stream's own data; leave dataset null")
-        if classes == UNSEEN and dataset is None:
-            raise ValueError(
-                f"{KEY}.classes='unseen' reads the held-out classes from a dataset: set {KEY}.dataset to the "
-                "stream's dataset (e.g. fashion_mnist) and leave them out of training with stream.exclude_classes"
-            )
-        if classes != UNSEEN and classes is not None and (not isinstance(classes, list | tuple) or not classes):
-            raise ValueError(
-                f"{KEY}.classes={classes!r} is not allowed; use null, 'unseen' or a non-empty list of class ids"
-            )
-        if match_shape and dataset is None:
-            raise ValueError(f"{KEY}.match_shape fits another dataset's images to the stream's; set dataset too")
+        _check_evaluation_data(classes, dataset, match_shape)
         if ties not in TIE_RULES:
             raise ValueError(f"{KEY}.ties={ties!r} is not allowed; choose one of: {', '.join(TIE_RULES)}")
         self.ties = ties
