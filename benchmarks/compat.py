@@ -14,7 +14,8 @@ mirroring CIFAR-100 -> CIFAR-10:
 Two protocols each, as in the papers' code: ``identification`` (iamcl2r: queries embedded by model i, top-1
 against the class templates of model j's gallery) and ``verification`` (CL2R/CoReS: 3000 same-class and 3000
 different-class pairs of the gallery set, image 1 through model i, image 2 through model j, squared-L2
-threshold by 10-fold cross-validation). ``M[i][j]``, i >= j; AC under both tie rules (``fail``: a tie fails,
+threshold by 10-fold cross-validation). A closed-set reference: identification on the trained classes, each
+pair (i, j) on the classes model j had trained. ``M[i][j]``, i >= j; AC under both tie rules (``fail``: a tie fails,
 iamcl2r; ``pass``: only ``<`` fails, CL2R/CoReS), AM, BC, FC, the last self-test and the final average
 classification accuracy on the 6 trained classes, mean ± std over seeds.
 
@@ -66,18 +67,22 @@ HELDOUT = {"dataset": "fashion_mnist", "classes": "unseen", "query_per_class": 1
 DIGITS = {"dataset": "digits", "match_shape": True}
 IDENTIFICATION = {"protocol": "identification", "query_split": "train", "gallery_split": "test"}
 VERIFICATION = {"protocol": "verification", "n_pairs": 3000, "n_folds": 10}
+# closed-set reference: the trained classes, each pair (i, j) on the classes model j had trained
+TRAINED = {"gallery_classes": "seen", "query_per_class": 500, "gallery_per_class": 200}
 # name -> the compatibility analysis's parameters; "compatibility" itself comes from the YAML
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "compatibility": {**HELDOUT, **IDENTIFICATION},
     "compat_heldout_verification": {**HELDOUT, **VERIFICATION},
     "compat_digits_identification": {**DIGITS, **IDENTIFICATION},
     "compat_digits_verification": {**DIGITS, **VERIFICATION},
+    "compat_trained_identification": {**IDENTIFICATION, **TRAINED},
 }
 TITLES = {
     "compatibility": "held-out Fashion-MNIST classes, identification (top-1 vs class templates)",
     "compat_heldout_verification": "held-out Fashion-MNIST classes, pair verification (10-fold threshold)",
     "compat_digits_identification": "digits (28x28) as the open set, identification (top-1 vs class templates)",
     "compat_digits_verification": "digits (28x28) as the open set, pair verification (10-fold threshold)",
+    "compat_trained_identification": "closed-set reference: the trained classes model j had seen, identification",
 }
 
 
