@@ -29,6 +29,7 @@ linear head for ER and BCT. ``python benchmarks/compat.py --pretrain-only`` just
 
     python benchmarks/compat.py [--seeds 0,1,2] [--methods er,bct,cores,cores_replay,cl2r,hoc] [--skip-replacement]
         [--simplex-classes K --tag _k100]   # more room in the d-Simplex (K classes reserved, d = K - 1)
+        [--replace-at 0,2,4 --tag _r024]     # replacements at several tasks, each model stronger than the last
 
 Prints markdown tables; writes benchmarks/results/compat.json and benchmarks/results/compat.md.
 """
@@ -59,9 +60,10 @@ from lifelong.run import run
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("er", "bct", "cores", "cores_replay", "cl2r", "hoc")
 LINEAR_HEAD = ("er", "bct")
-REPLACE_AT = 2
+REPLACE_AT = (2,)
 BASE = "experiments/_compat_fmnist.yaml"
-PRETRAIN = {"per_class": 3000, "epochs": 10}
+# replacement models, weakest to strongest (images per class, epochs); n replacements take the n strongest in order
+STRENGTHS = ({"per_class": 300, "epochs": 3}, {"per_class": 1000, "epochs": 5}, {"per_class": 3000, "epochs": 10})
 
 HELDOUT = {"dataset": "fashion_mnist", "classes": "unseen", "query_per_class": 1000, "gallery_per_class": 500}
 DIGITS = {"dataset": "digits", "match_shape": True}
@@ -110,9 +112,11 @@ def read_matrix(path: Path) -> list[list[float]]:
     return [[float(v) if v else float("nan") for v in row[1:]] for row in rows]
 
 
-def pretrain(head: str, seed: int, tmp: Path, simplex_classes: int | None = None) -> Path:
-    """A stronger replacement model: jointly trained on the stream's training classes only (never an
-    evaluation class), on another, 3x larger draw of images per class, for more epochs; returns its weights."""
+def pretrain(
+    head: str, seed: int, tmp: Path, simplex_classes: int | None = None, per_class: int = 3000, epochs: int = 10
+) -> Path:
+    """A replacement model: jointly trained on the stream's training classes only (never an evaluation class), on
+    another draw of ``per_class`` images per class (3000: 3x the stream's), for ``epochs``; returns its weights."""
     base = config.load(BASE)
     torch.manual_seed(seed)
     stream = build_stream(
@@ -121,7 +125,7 @@ def pretrain(head: str, seed: int, tmp: Path, simplex_classes: int | None = None
         1,
         root=resolve_root(None),
         seed=seed,
-        train_per_class=PRETRAIN["per_class"],
+        train_per_class=per_class,
         exclude_classes=list(base.stream.exclude_classes or []),
     )
     info = stream.info
@@ -140,7 +144,7 @@ def pretrain(head: str, seed: int, tmp: Path, simplex_classes: int | None = None
     )
     data = stream.train[0].dataset
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(PRETRAIN["epochs"]):
+    for _ in range(epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(order), base.train.batch_size):
             x, y, _ = data.__getitems__(order[start : start + base.train.batch_size].tolist())
@@ -148,9 +152,18 @@ def pretrain(head: str, seed: int, tmp: Path, simplex_classes: int | None = None
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    path = tmp / f"replacement_{head}{simplex_classes or ''}_s{seed}.pt"
+    path = tmp / f"replacement_{head}{simplex_classes or ''}_{per_class}x{epochs}_s{seed}.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+def replacement_models(head: str, seed: int, tmp: Path, tasks: tuple[int, ...], simplex: int | None) -> dict[int, Path]:
+    """``{task: checkpoint}``: one model per replacement task, stronger at each later task (``STRENGTHS``)."""
+    chosen = STRENGTHS[len(STRENGTHS) - len(tasks) :]
+    return {
+        task: pretrain(head, 1000 + seed + 100 * k, tmp, simplex, **strength)
+        for k, (task, strength) in enumerate(zip(tasks, chosen, strict=True))
+    }
 
 
 def scores(matrix: list[list[float]]) -> dict[str, float]:
@@ -166,14 +179,15 @@ def scores(matrix: list[list[float]]) -> dict[str, float]:
 
 
 def one_run(
-    method: str, seed: int, tmp: Path, replacement: Path | None, simplex_classes: int | None = None
+    method: str, seed: int, tmp: Path, replace_at: dict[int, Path] | None, simplex_classes: int | None = None
 ) -> dict[str, Any]:
     overrides = [f"seed={seed}", f"output_dir={tmp}", "tracking.enabled=false", "checkpoint.enabled=false"]
     if simplex_classes and method not in LINEAR_HEAD:
         overrides.append(f"model.head_kwargs.classes={simplex_classes}")
     overrides += [f"analysis.{name}={{}}" for name in PROTOCOLS if name != "compatibility"]
-    if replacement is not None:
-        overrides.append(f"strategy.params.replace_at={{{REPLACE_AT}: {replacement}}}")
+    if replace_at:
+        schedule = ", ".join(f"{task}: {path}" for task, path in replace_at.items())
+        overrides.append(f"strategy.params.replace_at={{{schedule}}}")
     cfg = config.load(f"experiments/compat_fmnist_{method}.yaml", overrides)
     result = run(cfg, quiet=True)
     out: dict[str, Any] = {"avg_acc": result.metrics["avg_acc"], "seconds": result.seconds}
@@ -227,13 +241,21 @@ def matrices(summary: dict[str, dict[str, Any]], name: str) -> str:
     return "\n".join(lines)
 
 
-def report(summary: dict[str, Any], replaced: dict[str, Any], seeds: list[int], wall: float, room: str = "") -> str:
+def report(
+    summary: dict[str, Any],
+    replaced: dict[str, Any],
+    seeds: list[int],
+    wall: float,
+    room: str = "",
+    tasks: tuple[int, ...] = REPLACE_AT,
+) -> str:
     parts = [f"# Compatibility, open-set protocol, Split Fashion-MNIST (6 trained classes), seeds {seeds}{room}"]
+    at = f"replacement at task{'s' if len(tasks) > 1 else ''} {', '.join(map(str, tasks))}"
     for name, title in TITLES.items():
         parts.append(table(f"{title}, no replacement", summary, name))
         if replaced:
-            parts.append(table(f"{title}, model replacement at task {REPLACE_AT}", replaced, name))
-    for label, data in (("no replacement", summary), (f"replacement at task {REPLACE_AT}", replaced)):
+            parts.append(table(f"{title}, model {at}", replaced, name))
+    for label, data in (("no replacement", summary), (at, replaced)):
         if data:
             parts.append(f"\n## Seed-mean M, {TITLES['compatibility']}, {label}\n" + matrices(data, "compatibility"))
     parts.append(f"\nwall time {wall:.0f} s on {torch.get_num_threads()} CPU thread(s)")
@@ -248,16 +270,21 @@ def main() -> None:
     parser.add_argument("--pretrain-only", action="store_true", help="only write the replacement checkpoints")
     parser.add_argument("--simplex-classes", type=int, default=None, help="K of the d-Simplex (default: 10)")
     parser.add_argument("--tag", default="", help="suffix of the result files (compat<tag>.json / .md)")
+    parser.add_argument("--replace-at", default="2", help="replacement tasks, e.g. 0,2,4 (official 7-task configs)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
+    tasks = tuple(int(t) for t in args.replace_at.split(","))
+    if len(tasks) > len(STRENGTHS):
+        parser.error(f"--replace-at: at most {len(STRENGTHS)} replacement tasks")
     register_helpers()
     tmp = RESULTS / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     if args.pretrain_only:
         for seed in seeds:
             for head in ("linear", "dsimplex"):
-                print(f"written {pretrain(head, 1000 + seed, tmp, args.simplex_classes)}", flush=True)
+                for path in replacement_models(head, seed, tmp, tasks, args.simplex_classes).values():
+                    print(f"written {path}", flush=True)
         return
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -269,23 +296,27 @@ def main() -> None:
             print(f"seed {seed} {method}: AC {done['compatibility']['ac']:.2f} ({done['seconds']:.0f}s)", flush=True)
         if args.skip_replacement:
             continue
-        paths = {head: pretrain(head, 1000 + seed, tmp, args.simplex_classes) for head in ("linear", "dsimplex")}
+        models = {h: replacement_models(h, seed, tmp, tasks, args.simplex_classes) for h in ("linear", "dsimplex")}
         for method in methods:
-            path = paths["linear" if method in LINEAR_HEAD else "dsimplex"]
-            replaced[method].append(one_run(method, seed, tmp, path, args.simplex_classes))
+            schedule = models["linear" if method in LINEAR_HEAD else "dsimplex"]
+            replaced[method].append(one_run(method, seed, tmp, schedule, args.simplex_classes))
             done = replaced[method][-1]
             print(f"seed {seed} {method} + replacement: AC {done['compatibility']['ac']:.2f}", flush=True)
     wall = time.perf_counter() - started
     summary, replaced_summary = summarise(runs), summarise(replaced)
     room = f", d-Simplex K = {args.simplex_classes}" if args.simplex_classes else ""
-    text = report(summary, replaced_summary, seeds, wall, room)
+    text = report(summary, replaced_summary, seeds, wall, room, tasks)
     print(text)
     out = {
         "setting": {
             "experiments": [f"experiments/compat_fmnist_{m}.yaml" for m in methods],
             "protocols": PROTOCOLS,
-            "replace_at": REPLACE_AT,
-            "replacement_model": {**PRETRAIN, "classes": "the 6 training classes", "seed": "1000 + run seed"},
+            "replace_at": list(tasks),
+            "replacement_models": {
+                "strengths": list(STRENGTHS[len(STRENGTHS) - len(tasks) :]),
+                "classes": "the 6 training classes",
+                "seed": "1000 + run seed + 100 * k for the k-th replacement",
+            },
             "seeds": seeds,
             "simplex_classes": args.simplex_classes or 10,
         },

@@ -50,3 +50,20 @@ def test_summary_and_tables(compat):
     text = compat.report(summary, {}, [0, 1], 1.0)
     assert "| er | 1.000 ± 0.000 | 1.000 ± 0.000 |" in text
     assert "M[1] 0.600 0.700" in text
+
+
+def test_later_replacements_get_stronger_models_and_one_gets_the_strongest(compat, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_pretrain(head, seed, tmp, simplex, per_class, epochs):
+        calls.append((seed, per_class, epochs))
+        return tmp / f"{per_class}.pt"
+
+    monkeypatch.setattr(compat, "pretrain", fake_pretrain)
+    schedule = compat.replacement_models("dsimplex", 3, tmp_path, (0, 2, 4), None)
+    assert [p.name for p in schedule.values()] == ["300.pt", "1000.pt", "3000.pt"]
+    assert list(schedule) == [0, 2, 4]
+    assert [c[0] for c in calls] == [1003, 1103, 1203]  # a different draw per replacement
+    calls.clear()
+    assert compat.replacement_models("linear", 3, tmp_path, (2,), None) == {2: tmp_path / "3000.pt"}
+    assert calls == [(1003, 3000, 10)]
