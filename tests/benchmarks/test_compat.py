@@ -22,15 +22,18 @@ def compat():
 
 
 def test_protocol_variants_fix_their_parameters_and_artifact_names(compat):
-    compat.register_helpers()
-    verification = ANALYSES.get("compat_digits_verification")()
+    # built directly: registering them here would leave them in the process-wide registry (the catalog test)
+    name = "compat_digits_verification"
+    verification = compat.variant(name, compat.PROTOCOLS[name])()
     assert verification.protocol == "verification"
     assert verification.dataset == "digits"
     assert verification.match_shape
-    assert verification.artifact_stem == "compat_digits_verification"
-    held_out = ANALYSES.get("compat_heldout_verification")()
+    assert verification.artifact_stem == name
+    held_out = compat.variant("x", compat.PROTOCOLS["compat_heldout_verification"])(n_pairs=5)
     assert held_out.unseen
     assert held_out.dataset == "fashion_mnist"
+    assert held_out.n_pairs == 5
+    assert name not in ANALYSES.names()
 
 
 def test_scores_report_both_tie_rules(compat):
