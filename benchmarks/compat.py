@@ -1,24 +1,37 @@
-"""Compatibility on Split Fashion-MNIST: ER (learnable classifier) vs BCT vs CoReS vs CL2R vs HOC, over seeds.
+"""Compatibility under the papers' open-set protocol, offline: ER vs BCT vs CoReS (both) vs CL2R vs HOC, over seeds.
 
-Each run is ``experiments/compat_fmnist_<method>.yaml`` through ``lifelong.run.run`` (5 tasks of 2 classes,
-1000 training images per class, 3 epochs per task, a 2x256 MLP, replay memory of 500). After every task
-the ``compatibility`` analysis embeds the test gallery (200 images per class, all 10 classes) once with the
-current model and keeps it; ``M[i][j]`` is the leave-one-out CMC top-1 of queries embedded by model ``i``
-against the gallery of model ``j``. Reported, mean ± std over seeds: AC (strict: ties fail), AM, the final
-self-test ``M[T-1][T-1]`` and the average classification accuracy after the last task. A second
-compatibility matrix in the same runs restricts each pair to the classes the gallery's model had trained
-on (``gallery_classes: seen``).
+Each run is ``experiments/compat_fmnist_<method>.yaml`` through ``lifelong.run.run``: Fashion-MNIST trained on
+6 classes only (classes 6-9 never enter any task), 5 tasks of 2, 1, 1, 1, 1 classes, 1000 training images per
+class, 3 epochs per task, a 2x256 MLP (d-Simplex methods: K = 10, d = 9). After every task the current model
+embeds each open-set gallery **once** and it is kept. Two open sets (no model ever trains their classes),
+mirroring CIFAR-100 -> CIFAR-10:
 
-Second table (``--skip-replacement`` to leave it out): the same runs with a **model replacement** at task 2:
-the weights of a model trained independently (jointly on all 10 classes, another random 1000 images per
-class, same architecture and optimiser; d-Simplex head for the d-Simplex methods, linear head for ER)
-are swapped in before task 2 (CL2R and HOC then use it as their teacher). BCT is left out there (its old
-classifier would come from the swapped-in model). ER gets replacement through a benchmark-local
-strategy ``er_replace``.
+- ``heldout``: the 4 held-out Fashion-MNIST classes (queries: 1000 training images per class; gallery: 500
+  test images per class);
+- ``digits``: scikit-learn digits (8x8, bilinearly resized to 28x28; queries: its train split, 1437 images;
+  gallery: its test split, 360 images).
 
-    python benchmarks/compat.py [--seeds 0,1,2] [--methods er,bct,cores,cl2r,hoc] [--skip-replacement]
+Two protocols each, as in the papers' code: ``identification`` (iamcl2r: queries embedded by model i, top-1
+against the class templates of model j's gallery) and ``verification`` (CL2R/CoReS: 3000 same-class and 3000
+different-class pairs of the gallery set, image 1 through model i, image 2 through model j, squared-L2
+threshold by 10-fold cross-validation). A closed-set reference: identification on the trained classes, each
+pair (i, j) on the classes model j had trained. ``M[i][j]``, i >= j; AC under both tie rules (``fail``: a tie fails,
+iamcl2r; ``pass``: only ``<`` fails, CL2R/CoReS), AM, BC, FC, the last self-test and the final average
+classification accuracy on the 6 trained classes, mean ± std over seeds.
 
-Prints markdown tables and writes benchmarks/results/compat.json.
+Second set of tables (``--skip-replacement`` to leave it out): the same runs with a **model replacement** at
+task 2 (``strategy.params.replace_at``): the weights of a stronger model are swapped in before task 2 and
+training continues from them (CL2R and HOC use it as their teacher, BCT its head as the old classifier, CoReS
+starts that step from it instead of a fresh initialisation). The replacement model (:func:`pretrain`) is
+trained jointly on the 6 training classes only, never on an evaluation class, with 3x the data (another
+3000-per-class draw) and 10 epochs; a d-Simplex head (same K = 10 simplex) for the d-Simplex methods, a
+linear head for ER and BCT. ``python benchmarks/compat.py --pretrain-only`` just writes those checkpoints.
+
+    python benchmarks/compat.py [--seeds 0,1,2] [--methods er,bct,cores,cores_replay,cl2r,hoc] [--skip-replacement]
+        [--simplex-classes K --tag _k100]   # more room in the d-Simplex (K classes reserved, d = K - 1)
+        [--replace-at 0,2,4 --tag _r024]     # replacements at several tasks, each model stronger than the last
+
+Prints markdown tables; writes benchmarks/results/compat.json and benchmarks/results/compat.md.
 """
 
 from __future__ import annotations
@@ -29,10 +42,11 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Mapping
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lifelong import config
@@ -42,49 +56,55 @@ from lifelong.data import build_stream, resolve_root
 from lifelong.metrics.compatibility import compatibility_metrics
 from lifelong.models import build_model
 from lifelong.run import run
-from lifelong.strategies import STRATEGIES, register_strategy
-from lifelong.strategies.er import ExperienceReplay
-from lifelong.strategies.replacement import load_replacement, parse_replacements
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("er", "bct", "cores", "cl2r", "hoc")
-REPLACED_METHODS = ("er", "cores", "cl2r", "hoc")
-REPLACE_AT = 2
+METHODS = ("er", "bct", "cores", "cores_replay", "cl2r", "hoc")
+LINEAR_HEAD = ("er", "bct")
+REPLACE_AT = (2,)
+BASE = "experiments/_compat_fmnist.yaml"
+# replacement models, weakest to strongest (images per class, epochs); n replacements take the n strongest in order
+STRENGTHS = ({"per_class": 300, "epochs": 3}, {"per_class": 1000, "epochs": 5}, {"per_class": 3000, "epochs": 10})
+
+HELDOUT = {"dataset": "fashion_mnist", "classes": "unseen", "query_per_class": 1000, "gallery_per_class": 500}
+DIGITS = {"dataset": "digits", "match_shape": True}
+IDENTIFICATION = {"protocol": "identification", "query_split": "train", "gallery_split": "test"}
+VERIFICATION = {"protocol": "verification", "n_pairs": 3000, "n_folds": 10}
+# closed-set reference: the trained classes, each pair (i, j) on the classes model j had trained
+TRAINED = {"gallery_classes": "seen", "query_per_class": 500, "gallery_per_class": 200}
+# name -> the compatibility analysis's parameters; "compatibility" itself comes from the YAML
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "compatibility": {**HELDOUT, **IDENTIFICATION},
+    "compat_heldout_verification": {**HELDOUT, **VERIFICATION},
+    "compat_digits_identification": {**DIGITS, **IDENTIFICATION},
+    "compat_digits_verification": {**DIGITS, **VERIFICATION},
+    "compat_trained_identification": {**IDENTIFICATION, **TRAINED},
+}
+TITLES = {
+    "compatibility": "held-out Fashion-MNIST classes, identification (top-1 vs class templates)",
+    "compat_heldout_verification": "held-out Fashion-MNIST classes, pair verification (10-fold threshold)",
+    "compat_digits_identification": "digits (28x28) as the open set, identification (top-1 vs class templates)",
+    "compat_digits_verification": "digits (28x28) as the open set, pair verification (10-fold threshold)",
+    "compat_trained_identification": "closed-set reference: the trained classes model j had seen, identification",
+}
 
 
-class SeenCompatibility(Compatibility):
-    """The compatibility analysis restricted to the classes each gallery's model had trained on."""
+def variant(name: str, params: dict[str, Any]) -> type[Compatibility]:
+    """The compatibility analysis with ``params`` fixed, writing ``<name>.csv`` (one run holds several)."""
 
-    artifact_stem = "compatibility_seen_matrix"
+    class Variant(Compatibility):
+        artifact_stem = name
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**{**params, "gallery_classes": "seen"})
+        def __init__(self, **overrides: Any) -> None:
+            super().__init__(**{**params, **overrides})
 
-
-class ERWithReplacement(ExperienceReplay):
-    """ER whose model is swapped for another one at the experiences of ``replace_at`` (benchmark only)."""
-
-    def __init__(
-        self,
-        memory_size: int = 500,
-        replay_batch_size: int | None = None,
-        replace_at: Mapping[Any, Any] | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(memory_size, replay_batch_size, seed)
-        self.replacements = parse_replacements(replace_at)
-
-    def before_experience(self, model, experience) -> None:  # noqa: ANN001
-        super().before_experience(model, experience)
-        if experience.index in self.replacements:
-            load_replacement(model, self.replacements[experience.index])
+    Variant.__name__ = name
+    return Variant
 
 
 def register_helpers() -> None:
-    if "compatibility_seen" not in ANALYSES:
-        ANALYSES.register("compatibility_seen")(SeenCompatibility)
-    if "er_replace" not in STRATEGIES:
-        register_strategy("er_replace")(ERWithReplacement)
+    for name, params in PROTOCOLS.items():
+        if name != "compatibility" and name not in ANALYSES:
+            ANALYSES.register(name)(variant(name, params))
 
 
 def read_matrix(path: Path) -> list[list[float]]:
@@ -92,16 +112,31 @@ def read_matrix(path: Path) -> list[list[float]]:
     return [[float(v) if v else float("nan") for v in row[1:]] for row in rows]
 
 
-def pretrain(head: str, seed: int, tmp: Path) -> Path:
-    """An independent model: jointly trained on all 10 classes of another 1000-per-class subsample."""
-    base = config.load("experiments/_compat_fmnist.yaml")
+def pretrain(
+    head: str, seed: int, tmp: Path, simplex_classes: int | None = None, per_class: int = 3000, epochs: int = 10
+) -> Path:
+    """A replacement model: jointly trained on the stream's training classes only (never an evaluation class), on
+    another draw of ``per_class`` images per class (3000: 3x the stream's), for ``epochs``; returns its weights."""
+    base = config.load(BASE)
     torch.manual_seed(seed)
     stream = build_stream(
-        "fashion_mnist", "class_incremental", 1, root=resolve_root(None), seed=seed, train_per_class=1000
+        "fashion_mnist",
+        "class_incremental",
+        1,
+        root=resolve_root(None),
+        seed=seed,
+        train_per_class=per_class,
+        exclude_classes=list(base.stream.exclude_classes or []),
     )
     info = stream.info
+    head_kwargs = {"classes": simplex_classes} if head == "dsimplex" and simplex_classes else {}
     model = build_model(
-        base.model.backbone, head, info.num_classes, info.input_shape, backbone_kwargs=dict(base.model.backbone_kwargs)
+        base.model.backbone,
+        head,
+        info.num_classes,
+        info.input_shape,
+        backbone_kwargs=dict(base.model.backbone_kwargs),
+        head_kwargs=head_kwargs,
     )
     optim = base.optim
     optimizer = torch.optim.SGD(
@@ -109,7 +144,7 @@ def pretrain(head: str, seed: int, tmp: Path) -> Path:
     )
     data = stream.train[0].dataset
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(base.train.epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(order), base.train.batch_size):
             x, y, _ = data.__getitems__(order[start : start + base.train.batch_size].tolist())
@@ -117,64 +152,114 @@ def pretrain(head: str, seed: int, tmp: Path) -> Path:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    path = tmp / f"replacement_{head}_s{seed}.pt"
+    path = tmp / f"replacement_{head}{simplex_classes or ''}_{per_class}x{epochs}_s{seed}.pt"
     torch.save(model.state_dict(), path)
     return path
 
 
-def one_run(method: str, seed: int, tmp: Path, replacement: Path | None) -> dict[str, Any]:
-    overrides = [
-        f"seed={seed}",
-        f"output_dir={tmp}",
-        "tracking.enabled=false",
-        "checkpoint.enabled=false",
-        "analysis.compatibility_seen.gallery_per_class=200",
-    ]
-    if replacement is not None:
-        name = "er_replace" if method == "er" else method
-        overrides += [f"strategy.name={name}", "strategy.params.memory_size=500"]
-        overrides += [f"strategy.params.replace_at={{{REPLACE_AT}: {replacement}}}"]
-    cfg = config.load(f"experiments/compat_fmnist_{method}.yaml", overrides)
-    result = run(cfg, quiet=True)
-    matrix = read_matrix(result.run_dir / "compatibility_matrix.csv")
-    seen = read_matrix(result.run_dir / "compatibility_seen_matrix.csv")
-    all_metrics, seen_metrics = compatibility_metrics(matrix), compatibility_metrics(seen)
+def replacement_models(head: str, seed: int, tmp: Path, tasks: tuple[int, ...], simplex: int | None) -> dict[int, Path]:
+    """``{task: checkpoint}``: one model per replacement task, stronger at each later task (``STRENGTHS``)."""
+    chosen = STRENGTHS[len(STRENGTHS) - len(tasks) :]
     return {
-        "ac": all_metrics["ac"],
-        "am": all_metrics["am"],
-        "self_test": all_metrics["self_test"],
-        "bc": all_metrics["bc"],
-        "fc": all_metrics["fc"],
-        "ac_seen": seen_metrics["ac"],
-        "am_seen": seen_metrics["am"],
-        "avg_acc": result.metrics["avg_acc"],
-        "seconds": result.seconds,
-        "matrix": matrix,
-        "matrix_seen": seen,
+        task: pretrain(head, 1000 + seed + 100 * k, tmp, simplex, **strength)
+        for k, (task, strength) in enumerate(zip(tasks, chosen, strict=True))
     }
 
 
-COLUMNS = ("ac", "am", "self_test", "bc", "fc", "ac_seen", "am_seen", "avg_acc")
-HEADERS = ("AC", "AM", "self-test M[T-1][T-1]", "BC", "FC", "AC (seen)", "AM (seen)", "final avg acc")
+def scores(matrix: list[list[float]]) -> dict[str, float]:
+    fail, passing = compatibility_metrics(matrix, "fail"), compatibility_metrics(matrix, "pass")
+    return {
+        "ac": fail["ac"],
+        "ac_ties_pass": passing["ac"],
+        "am": fail["am"],
+        "bc": fail["bc"],
+        "fc": fail["fc"],
+        "self_test": fail["self_test"],
+    }
 
 
-def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[float]]]:
-    out = {}
-    for method, per_seed in runs.items():
-        out[method] = {}
-        for key in COLUMNS:
-            values = [r[key] for r in per_seed]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[method][key] = [statistics.fmean(values), std]
+def one_run(
+    method: str, seed: int, tmp: Path, replace_at: dict[int, Path] | None, simplex_classes: int | None = None
+) -> dict[str, Any]:
+    overrides = [f"seed={seed}", f"output_dir={tmp}", "tracking.enabled=false", "checkpoint.enabled=false"]
+    if simplex_classes and method not in LINEAR_HEAD:
+        overrides.append(f"model.head_kwargs.classes={simplex_classes}")
+    overrides += [f"analysis.{name}={{}}" for name in PROTOCOLS if name != "compatibility"]
+    if replace_at:
+        schedule = ", ".join(f"{task}: {path}" for task, path in replace_at.items())
+        overrides.append(f"strategy.params.replace_at={{{schedule}}}")
+    cfg = config.load(f"experiments/compat_fmnist_{method}.yaml", overrides)
+    result = run(cfg, quiet=True)
+    out: dict[str, Any] = {"avg_acc": result.metrics["avg_acc"], "seconds": result.seconds}
+    for name in PROTOCOLS:
+        matrix = read_matrix(result.run_dir / f"{name if name != 'compatibility' else 'compatibility_matrix'}.csv")
+        out[name] = {**scores(matrix), "matrix": matrix}
     return out
 
 
-def table(title: str, summary: dict[str, dict[str, list[float]]]) -> str:
-    lines = [f"\n{title}", "| method | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
+COLUMNS = ("ac", "ac_ties_pass", "am", "bc", "fc", "self_test")
+HEADERS = ("AC (tie fails)", "AC (tie passes)", "AM", "BC", "FC", "self-test M[T-1][T-1]")
+
+
+def mean_std(values: list[float]) -> list[float]:
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for method, per_seed in runs.items():
+        if not per_seed:
+            continue
+        out[method] = {"avg_acc": mean_std([r["avg_acc"] for r in per_seed])}
+        for name in PROTOCOLS:
+            entry = {key: mean_std([r[name][key] for r in per_seed]) for key in COLUMNS}
+            with warnings.catch_warnings():  # the upper triangle is NaN in every seed
+                warnings.simplefilter("ignore", RuntimeWarning)
+                entry["matrix"] = np.nanmean([r[name]["matrix"] for r in per_seed], axis=0).round(3).tolist()
+            out[method][name] = entry
+    return out
+
+
+def table(title: str, summary: dict[str, dict[str, Any]], name: str) -> str:
+    lines = [f"\n**{title}**\n", "| method | " + " | ".join(HEADERS) + " | final avg acc |"]
+    lines.append("|---" * (len(HEADERS) + 2) + "|")
     for method, values in summary.items():
-        cells = [f"{values[k][0]:.3f} ± {values[k][1]:.3f}" for k in COLUMNS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        cells = [f"{values[name][k][0]:.3f} ± {values[name][k][1]:.3f}" for k in COLUMNS]
+        acc = values["avg_acc"]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {acc[0]:.3f} ± {acc[1]:.3f} |")
     return "\n".join(lines)
+
+
+def matrices(summary: dict[str, dict[str, Any]], name: str) -> str:
+    """The seed-mean matrices of protocol ``name``, one per method (rows: query model i, columns: gallery j)."""
+    lines = []
+    for method, values in summary.items():
+        lines.append(f"\n{method}:\n```")
+        for i, row in enumerate(values[name]["matrix"]):
+            lines.append(f"  M[{i}] " + " ".join(f"{v:.3f}" for v in row[: i + 1]))
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def report(
+    summary: dict[str, Any],
+    replaced: dict[str, Any],
+    seeds: list[int],
+    wall: float,
+    room: str = "",
+    tasks: tuple[int, ...] = REPLACE_AT,
+) -> str:
+    parts = [f"# Compatibility, open-set protocol, Split Fashion-MNIST (6 trained classes), seeds {seeds}{room}"]
+    at = f"replacement at task{'s' if len(tasks) > 1 else ''} {', '.join(map(str, tasks))}"
+    for name, title in TITLES.items():
+        parts.append(table(f"{title}, no replacement", summary, name))
+        if replaced:
+            parts.append(table(f"{title}, model {at}", replaced, name))
+    for label, data in (("no replacement", summary), (at, replaced)):
+        if data:
+            parts.append(f"\n## Seed-mean M, {TITLES['compatibility']}, {label}\n" + matrices(data, "compatibility"))
+    parts.append(f"\nwall time {wall:.0f} s on {torch.get_num_threads()} CPU thread(s)")
+    return "\n".join(parts) + "\n"
 
 
 def main() -> None:
@@ -182,43 +267,58 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--skip-replacement", action="store_true")
+    parser.add_argument("--pretrain-only", action="store_true", help="only write the replacement checkpoints")
+    parser.add_argument("--simplex-classes", type=int, default=None, help="K of the d-Simplex (default: 10)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (compat<tag>.json / .md)")
+    parser.add_argument("--replace-at", default="2", help="replacement tasks, e.g. 0,2,4 (official 7-task configs)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
+    tasks = tuple(int(t) for t in args.replace_at.split(","))
+    if len(tasks) > len(STRENGTHS):
+        parser.error(f"--replace-at: at most {len(STRENGTHS)} replacement tasks")
     register_helpers()
     tmp = RESULTS / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    if args.pretrain_only:
+        for seed in seeds:
+            for head in ("linear", "dsimplex"):
+                for path in replacement_models(head, seed, tmp, tasks, args.simplex_classes).values():
+                    print(f"written {path}", flush=True)
+        return
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    replaced: dict[str, list[dict[str, Any]]] = {m: [] for m in methods if m in REPLACED_METHODS}
+    replaced: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         for method in methods:
-            runs[method].append(one_run(method, seed, tmp, None))
-            print(
-                f"seed {seed} {method}: AC {runs[method][-1]['ac']:.2f} ({runs[method][-1]['seconds']:.0f}s)",
-                flush=True,
-            )
+            runs[method].append(one_run(method, seed, tmp, None, args.simplex_classes))
+            done = runs[method][-1]
+            print(f"seed {seed} {method}: AC {done['compatibility']['ac']:.2f} ({done['seconds']:.0f}s)", flush=True)
         if args.skip_replacement:
             continue
-        paths = {head: pretrain(head, 1000 + seed, tmp) for head in ("linear", "dsimplex")}
-        for method in replaced:
-            path = paths["linear" if method == "er" else "dsimplex"]
-            replaced[method].append(one_run(method, seed, tmp, path))
-            print(f"seed {seed} {method} + replacement: AC {replaced[method][-1]['ac']:.2f}", flush=True)
+        models = {h: replacement_models(h, seed, tmp, tasks, args.simplex_classes) for h in ("linear", "dsimplex")}
+        for method in methods:
+            schedule = models["linear" if method in LINEAR_HEAD else "dsimplex"]
+            replaced[method].append(one_run(method, seed, tmp, schedule, args.simplex_classes))
+            done = replaced[method][-1]
+            print(f"seed {seed} {method} + replacement: AC {done['compatibility']['ac']:.2f}", flush=True)
     wall = time.perf_counter() - started
-    summary = summarise(runs)
-    text = table(f"Split Fashion-MNIST, 5 tasks, closed-set retrieval (CMC top-1), seeds {seeds}", summary)
-    replaced_summary = summarise(replaced) if not args.skip_replacement else {}
-    if replaced_summary:
-        text += "\n" + table(f"Same, with a model replacement at task {REPLACE_AT}", replaced_summary)
+    summary, replaced_summary = summarise(runs), summarise(replaced)
+    room = f", d-Simplex K = {args.simplex_classes}" if args.simplex_classes else ""
+    text = report(summary, replaced_summary, seeds, wall, room, tasks)
     print(text)
-    print(f"\nwall time {wall:.0f} s")
     out = {
         "setting": {
             "experiments": [f"experiments/compat_fmnist_{m}.yaml" for m in methods],
-            "protocol": "retrieval, CMC top-1, leave-one-out, 200 test images per class as query and gallery",
-            "replace_at": REPLACE_AT,
+            "protocols": PROTOCOLS,
+            "replace_at": list(tasks),
+            "replacement_models": {
+                "strengths": list(STRENGTHS[len(STRENGTHS) - len(tasks) :]),
+                "classes": "the 6 training classes",
+                "seed": "1000 + run seed + 100 * k for the k-th replacement",
+            },
             "seeds": seeds,
+            "simplex_classes": args.simplex_classes or 10,
         },
         "machine": {
             "cpu_threads": torch.get_num_threads(),
@@ -232,9 +332,9 @@ def main() -> None:
         "runs_replacement": replaced,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "compat.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(f"written {path}")
+    (RESULTS / f"compat{args.tag}.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"compat{args.tag}.md").write_text(text)
+    print(f"written {RESULTS / f'compat{args.tag}.json'} and {RESULTS / f'compat{args.tag}.md'}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,16 @@ from lifelong.strategies import STRATEGIES, Strategy, check_head
 
 EVALUATOR_OF_FAMILY = {"classifier": "accuracy", AUDIO_VIDEO: "retrieval"}
 # Stream keys that only split a labelled dataset; an audio-video dataset defines its own tasks.
-CLASS_SPLIT_KEYS = ("scenario", "n_experiences", "class_order", "train_per_class", "test_per_class")
+CLASS_SPLIT_KEYS = (
+    "scenario",
+    "n_experiences",
+    "class_order",
+    "train_per_class",
+    "test_per_class",
+    "classes",
+    "exclude_classes",
+    "classes_per_experience",
+)
 
 
 def check_names(cfg: ExperimentConfig) -> None:
@@ -239,6 +248,9 @@ def build_run_stream(cfg: ExperimentConfig) -> Stream:
         class_order=s.class_order,
         train_per_class=s.train_per_class,
         test_per_class=s.test_per_class,
+        classes=s.classes,
+        exclude_classes=s.exclude_classes,
+        classes_per_experience=s.classes_per_experience,
     )
 
 

@@ -58,6 +58,10 @@ class StreamConfig:
     An audio-video dataset (``lifelong list``) splits itself into tasks: its keyword arguments go in
     ``params`` (e.g. ``tasks``), and ``scenario``, ``n_experiences``, ``class_order`` and the per-class
     subsampling keys do not apply.
+
+    ``classes`` (or ``exclude_classes``) trains on a subset of the dataset's classes, leaving the others
+    out of every experience (open-set evaluation); ``classes_per_experience`` gives each class-incremental
+    experience its number of classes (e.g. ``[50, 10, 10, 10, 10, 10]``), one entry per experience.
     """
 
     dataset: str = "digits"
@@ -68,6 +72,9 @@ class StreamConfig:
     class_order: list[int] | None = None
     train_per_class: int | None = None
     test_per_class: int | None = None
+    classes: list[int] | None = None
+    exclude_classes: list[int] | None = None
+    classes_per_experience: list[int] | None = None
     online: OnlineConfig = field(default_factory=OnlineConfig)
     avalanche: AvalancheConfig = field(default_factory=AvalancheConfig)
     params: dict[str, Any] = field(default_factory=dict)
@@ -383,6 +390,19 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("train_per_class", "test_per_class"):
         value = getattr(cfg.stream, key)
         _require(value is None or value >= 1, f"stream.{key}", value, "use null (all samples) or >= 1")
+    _require(
+        cfg.stream.classes is None or cfg.stream.exclude_classes is None,
+        "stream.exclude_classes",
+        cfg.stream.exclude_classes,
+        "stream.classes is set too; set one of them to null",
+    )
+    sizes = cfg.stream.classes_per_experience
+    _require(
+        sizes is None or len(sizes) == cfg.stream.n_experiences,
+        "stream.classes_per_experience",
+        sizes,
+        f"give one class count per experience (stream.n_experiences={cfg.stream.n_experiences})",
+    )
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "use an integer >= 1")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "use an integer >= 1")
     _require(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", cfg.train.eval_batch_size, "use >= 1")

@@ -151,6 +151,9 @@ class ContinualModule(L.LightningModule):
             return self.stop_request.agree(lambda n: int(reduce(torch.tensor(n, device=self.device), None, "max")))
         return requested
 
+    def on_train_epoch_end(self) -> None:
+        self.strategy.after_epoch(self.model)
+
     def on_train_end(self) -> None:
         self.flush_train_metrics()
         self.optimizer_carry.detach()

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from lifelong.analysis.base import Analysis, evaluation_mode, register_analysis
 from lifelong.data.datasets import DATASETS, TensorSplit, resolve_root
+from lifelong.data.reshape import fit_images
 from lifelong.data.streams import subsample_per_class
 from lifelong.data.types import Experience, Stream
-from lifelong.metrics.compatibility import compatibility_metrics, compatibility_pairs
+from lifelong.metrics.compatibility import TIE_RULES, compatibility_metrics, compatibility_pairs
 from lifelong.metrics.retrieval import make_pairs, retrieval_scores, template_identification, verification_accuracy
 from lifelong.models.classifier import ContinualClassifier
 from lifelong.models.dsimplex import retrieval_features
@@ -31,6 +32,7 @@ from lifelong.strategies.base import Strategy
 
 KEY = "analysis.compatibility"
 PROTOCOLS: dict[str, str] = {"retrieval": "top1", "identification": "top1", "verification": "accuracy"}
+UNSEEN = "unseen"  # ``classes``: the classes of ``dataset`` that no experience of the stream contains
 SPLITS = ("train", "test")
 GALLERY_CLASSES = ("all", "seen")
 
@@ -52,15 +54,42 @@ def _concat(experiences: list[Experience]) -> TensorSplit:
     return TensorSplit(torch.cat([e.dataset.x for e in experiences]), torch.cat([e.dataset.y for e in experiences]))
 
 
+def _check_evaluation_data(classes: object, dataset: str | None, match_shape: bool) -> None:
+    """``classes`` is null, ``"unseen"`` (with a ``dataset``) or class ids; ``match_shape`` needs a ``dataset``."""
+    if classes == UNSEEN and dataset is None:
+        raise ValueError(
+            f"{KEY}.classes='unseen' reads the held-out classes from a dataset: set {KEY}.dataset to the "
+            "stream's dataset (e.g. fashion_mnist) and leave them out of training with stream.exclude_classes"
+        )
+    if classes != UNSEEN and classes is not None and (not isinstance(classes, list | tuple) or not classes):
+        raise ValueError(
+            f"{KEY}.classes={classes!r} is not allowed; use null, 'unseen' or a non-empty list of class ids"
+        )
+    if match_shape and dataset is None:
+        raise ValueError(f"{KEY}.match_shape fits another dataset's images to the stream's; set dataset too")
+
+
+def unseen_classes(split: TensorSplit, stream: Stream) -> list[int]:
+    """The classes of ``split`` that no experience of ``stream`` contains (``ValueError`` if there are none)."""
+    trained = {int(c) for classes in stream.info.classes_per_experience for c in classes}
+    unseen = [c for c in split.classes() if c not in trained]
+    if not unseen:
+        raise ValueError(
+            f"{KEY}.classes='unseen': the stream trains every class of {KEY}.dataset; hold some out with "
+            "stream.exclude_classes (or stream.classes)"
+        )
+    return unseen
+
+
 @register_analysis("compatibility")
 class Compatibility(Analysis):
     """Compatibility matrix ``M[i][j]`` (queries embedded by model ``i``, gallery by model ``j <= i``).
 
     Protocols (``protocol``):
 
-    - ``retrieval`` (default): closed-set retrieval, cosine ranking of the whole gallery; ``metric`` is
-      ``top<k>`` (CMC) or ``map``. With the query set equal to the gallery set (the default: the test
-      set as both) each query's own sample is left out of its ranking (leave-one-out).
+    - ``retrieval`` (default): closed-set retrieval (leave-one-out CMC), cosine ranking of the whole
+      gallery; ``metric`` is ``top<k>`` (CMC) or ``map``. With the query set equal to the gallery set
+      (the default: the test set as both) each query's own sample is left out of its ranking.
     - ``identification``: top-1 1:N search against per-class gallery templates (mean of normalised
       features, re-normalised), as in the CVPR'24 HOC code (there: CIFAR-10 train queries,
       CIFAR-10 test templates).
@@ -71,15 +100,19 @@ class Compatibility(Analysis):
     Data: by default the stream's own data (``gallery_split``/``query_split``: ``test`` or ``train``, all
     experiences concatenated): closed-set. Open-set evaluation: ``dataset`` names another dataset of
     ``DATASETS`` with the same input shape (e.g. ``cifar10`` after training on ``cifar100``), read from
-    ``root`` (default data root); ``classes`` restricts the evaluation to some classes (held-out
-    classes are open-set only if the stream does not train them). ``*_per_class`` subsample (seeded).
+    ``root`` (default data root); ``match_shape: true`` resizes (bilinear) and fits the channels of
+    another dataset's images to the stream's (e.g. scikit-learn ``digits``, 8x8, as the open set of
+    Fashion-MNIST, 28x28). ``classes`` restricts the evaluation to some classes; ``classes: unseen``
+    keeps exactly the classes of ``dataset`` that no experience contains (the stream's own dataset with
+    ``stream.exclude_classes``: held-out classes, open set). ``*_per_class`` subsample (seeded).
     ``gallery_classes="seen"`` restricts the pair (model ``i``, gallery ``j``) to the classes of experiences
     ``0..j`` on both sides (the gallery holds what model ``j`` was trained on); ``"all"`` (default) scores
     every model on the whole evaluation set, future classes included (the BCT/OCA closed-set protocol).
 
     Logged per experience ``i`` (as ``compatibility/<name>``): ``self_test`` (``M[i][i]``), ``am``, and from
     ``i >= 1`` on ``ac``, ``bc``, ``fc``, ``cross_prev`` (``M[i][i-1]``) and ``ecc/g<j>`` (1 if
-    ``M[i][j] > M[j][j]``, for every ``j < i``). Artifacts: ``compatibility_matrix.csv`` and ``.png``.
+    ``M[i][j] > M[j][j]``, or ``>=`` with ``ties: pass``, for every ``j < i``). Artifacts:
+    ``compatibility_matrix.csv`` and ``.png``.
 
     Args:
         protocol: ``retrieval``, ``identification`` or ``verification``.
@@ -87,9 +120,10 @@ class Compatibility(Analysis):
             ``accuracy`` for verification; ``None`` picks the protocol's first.
         dataset: another dataset for open-set evaluation; ``None`` uses the stream's data.
         root: data root of ``dataset`` (``None``: ``LIFELONG_DATA`` or ``./data``).
+        match_shape: bring ``dataset``'s images to the stream's input shape (resize, channels).
         gallery_split: split the gallery comes from.
         query_split: split the queries come from (verification uses pairs within the gallery set).
-        classes: keep only these classes (``None``: all).
+        classes: keep only these classes (``None``: all; ``"unseen"``: those no experience contains).
         gallery_classes: ``all`` or ``seen`` (see above).
         gallery_per_class: gallery samples per class (``None``: all).
         query_per_class: query samples per class (``None``: all); ignored when the query set is the gallery set.
@@ -97,6 +131,8 @@ class Compatibility(Analysis):
         n_folds: verification folds.
         batch_size: samples per forward pass.
         seed: seed of the subsampling and of the pairs.
+        ties: AC's tie rule: ``fail`` (a tie ``M[i][j] = M[j][j]`` fails, iamcl2r; the default) or ``pass``
+            (only ``<`` fails, the CL2R and CoReS code); also the rule of ``ecc/g<j>``.
 
     """
 
@@ -114,7 +150,7 @@ class Compatibility(Analysis):
         root: str | None = None,
         gallery_split: str = "test",
         query_split: str = "test",
-        classes: list[int] | None = None,
+        classes: list[int] | str | None = None,
         gallery_classes: str = "all",
         gallery_per_class: int | None = None,
         query_per_class: int | None = None,
@@ -122,6 +158,8 @@ class Compatibility(Analysis):
         n_folds: int = 10,
         batch_size: int = 1000,
         seed: int = 0,
+        match_shape: bool = False,
+        ties: str = "fail",
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -148,11 +186,14 @@ class Compatibility(Analysis):
             )
         if gallery_classes == "seen" and dataset is not None:
             raise ValueError(f"{KEY}.gallery_classes='seen' needs the stream's own data; leave dataset null")
-        if classes is not None and (not isinstance(classes, list | tuple) or not classes):
-            raise ValueError(f"{KEY}.classes={classes!r} is not allowed; use null or a non-empty list of class ids")
-        self.dataset, self.root = dataset, root
+        _check_evaluation_data(classes, dataset, match_shape)
+        if ties not in TIE_RULES:
+            raise ValueError(f"{KEY}.ties={ties!r} is not allowed; choose one of: {', '.join(TIE_RULES)}")
+        self.ties = ties
+        self.dataset, self.root, self.match_shape = dataset, root, bool(match_shape)
+        self.unseen = classes == UNSEEN
         self.gallery_split, self.query_split = gallery_split, query_split
-        self.classes = None if classes is None else [int(c) for c in classes]
+        self.classes = None if classes is None or self.unseen else [int(c) for c in classes]
         self.gallery_classes = gallery_classes
         self.seen: list[torch.Tensor] = []  # per model j: the classes its gallery holds ("seen" mode)
         self.gallery_per_class, self.query_per_class = gallery_per_class, query_per_class
@@ -184,6 +225,8 @@ class Compatibility(Analysis):
         """Load the evaluation sets and size the matrix for the stream's experiences."""
         super().setup(stream, device)
         splits = self._splits(stream)
+        if self.unseen:
+            self.classes = unseen_classes(splits["test"], stream)
         self.gallery = self._prepare(splits[self.gallery_split], self.gallery_per_class, salt=11)
         self.query = (
             self.gallery if self.same_set else self._prepare(splits[self.query_split], self.query_per_class, 12)
@@ -204,11 +247,14 @@ class Compatibility(Analysis):
         except ValueError as err:
             raise ValueError(f"{KEY}.dataset: {err}") from None
         train, test = reader(resolve_root(self.root), False)
-        shape = tuple(test.x.shape[1:])
-        if shape != tuple(stream.info.input_shape):
+        shape, wanted = tuple(test.x.shape[1:]), tuple(stream.info.input_shape)
+        if self.match_shape and shape != wanted:
+            train = TensorSplit(fit_images(train.x, wanted), train.y)
+            test = TensorSplit(fit_images(test.x, wanted), test.y)
+        elif shape != wanted:
             raise ValueError(
                 f"{KEY}.dataset={self.dataset!r} has inputs of shape {shape}, the stream's model takes "
-                f"{tuple(stream.info.input_shape)}"
+                f"{wanted}; set {KEY}.match_shape=true to resize them"
             )
         return {"train": train, "test": test}
 
@@ -272,10 +318,10 @@ class Compatibility(Analysis):
     def metrics(self, after: int) -> dict[str, float]:
         """The metrics of the top-left ``(after + 1)`` block of ``M``."""
         block = self.matrix[: after + 1, : after + 1].numpy()
-        out = compatibility_metrics(block)
+        out = compatibility_metrics(block, self.ties)
         if after >= 1:
             out["cross_prev"] = float(block[after, after - 1])
-            ecc = compatibility_pairs(block)
+            ecc = compatibility_pairs(block, self.ties)
             out.update({f"ecc/g{j}": float(ecc[after, j]) for j in range(after)})
         return out
 

@@ -13,6 +13,7 @@ first ``train`` call                   ``setup(model, stream_info)``
 ``train_dataset_adaptation``           ``before_experience`` then ``train_dataset``
 ``forward`` + ``criterion`` (train)    ``training_loss`` (``mb_output`` = its logits)
 ``after_training_iteration``           ``after_training_step`` (under ``no_grad``)
+``after_training_epoch``               ``after_epoch``
 ``after_training_exp``                 ``after_experience``
 ``forward`` (eval)                     ``eval_logits``
 =====================================  ==================================================
@@ -129,6 +130,10 @@ class LifelongTemplate(SupervisedTemplate):
         assert self._experience is not None
         seed = self.seed + self._experience.index
         self.dataloader = make_loader(self.adapted_dataset, self.train_mb_size, shuffle, num_workers, seed)
+
+    def _after_training_epoch(self, **kwargs: Any) -> None:
+        self.lifelong_strategy.after_epoch(self._classifier())
+        super()._after_training_epoch(**kwargs)
 
     def _after_training_exp(self, **kwargs: Any) -> None:
         assert self._experience is not None

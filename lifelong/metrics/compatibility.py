@@ -9,8 +9,9 @@ upper triangle is never read (NaN is fine there); every lower-triangle cell must
 - **ECC** (empirical compatibility criterion) of the pair (new ``i``, old ``j``), ``i > j``:
   ``M[i, j] > M[j, j]``: searching the old gallery with the new model beats the old model itself.
 - **AC** (average compatibility): ``AC = 2 / (T (T - 1)) * sum_{i > j} 1[M[i, j] > M[j, j]]``, the
-  fraction of pairs that satisfy ECC. Strict: a tie counts as a **failure** (iamcl2r's rule; the CL2R
-  and CoReS code count a failure only on ``<``, so their AC can be higher on ties).
+  fraction of pairs that satisfy ECC. Two tie rules (``ties``): ``"fail"`` (the default, iamcl2r's
+  ``<=`` failure test) counts a tie ``M[i, j] = M[j, j]`` as a **failure**; ``"pass"`` (the CL2R and
+  CoReS code, which count a failure only on ``<``) counts it as compatible, so its AC is never lower.
 - **AM** (average multi-model accuracy): ``AM = 2 / (T (T + 1)) * sum_{i >= j} M[i, j]``, the mean of the
   lower triangle with the diagonal. (iamcl2r drops exact zeros and rescales to percent; CoReS takes
   the mean of the positive entries; here every cell counts and the unit is ``M``'s.)
@@ -64,32 +65,49 @@ def empirical_compatibility(new_on_old: float, old_on_old: float) -> bool:
     return bool(float(new_on_old) > float(old_on_old))
 
 
-def compatibility_pairs(matrix: Any) -> np.ndarray:
+TIE_RULES = ("fail", "pass")
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r} is not allowed; choose 'fail' (iamcl2r, the default) or 'pass' (CL2R, CoReS)")
+
+
+def compatibility_pairs(matrix: Any, ties: str = "fail") -> np.ndarray:
     """The ``T x T`` bool matrix ``C[i, j] = 1[M[i, j] > M[j, j]]`` for ``i > j`` (False on and above the diagonal).
+
+    With ``ties="pass"`` the test is ``M[i, j] >= M[j, j]`` (only ``<`` fails, as in the CL2R code).
 
     Example:
         >>> compatibility_pairs([[0.5, 0.0], [0.6, 0.7]]).tolist()
         [[False, False], [True, False]]
+        >>> compatibility_pairs([[0.5, 0.0], [0.5, 0.7]], ties="pass").tolist()
+        [[False, False], [True, False]]
 
     """
+    _check_ties(ties)
     array = _lower(matrix, 1, "ECC")
     diagonal = np.diag(array)
     strictly_lower = np.tril(np.ones_like(array, dtype=bool), k=-1)
-    return strictly_lower & (np.where(strictly_lower, array, -np.inf) > diagonal[None, :])
+    below = np.where(strictly_lower, array, -np.inf)
+    compatible = below > diagonal[None, :] if ties == "fail" else below >= diagonal[None, :]
+    return strictly_lower & compatible
 
 
-def average_compatibility(matrix: Any) -> float:
-    """AC: the fraction of pairs ``i > j`` with ``M[i, j] > M[j, j]`` (ties fail).
+def average_compatibility(matrix: Any, ties: str = "fail") -> float:
+    """AC: the fraction of pairs ``i > j`` with ``M[i, j] > M[j, j]`` (``ties="fail"``) or ``>=`` (``"pass"``).
 
     Example:
         >>> M = [[0.50, 0.0, 0.0], [0.55, 0.60, 0.0], [0.50, 0.65, 0.70]]
         >>> average_compatibility(M)  # (1,0) ok, (2,0) tie fails, (2,1) ok
         0.6666666666666666
+        >>> average_compatibility(M, ties="pass")  # the tie passes
+        1.0
 
     """
     array = _lower(matrix, 2, "AC")
     size = array.shape[0]
-    return float(compatibility_pairs(array).sum() / (size * (size - 1) / 2))
+    return float(compatibility_pairs(array, ties).sum() / (size * (size - 1) / 2))
 
 
 def average_multimodel_accuracy(matrix: Any) -> float:
@@ -130,8 +148,8 @@ def forward_compatibility(matrix: Any) -> float:
     return float(np.mean([array[i, i - 1] - array[i, i] for i in range(1, array.shape[0])]))
 
 
-def compatibility_metrics(matrix: Any) -> dict[str, float]:
-    """``{"am", "self_test"}`` for any ``T``, plus ``{"ac", "bc", "fc"}`` once ``T >= 2``.
+def compatibility_metrics(matrix: Any, ties: str = "fail") -> dict[str, float]:
+    """``{"am", "self_test"}`` for any ``T``, plus ``{"ac", "bc", "fc"}`` once ``T >= 2`` (AC under ``ties``).
 
     ``self_test`` is the last model's own score ``M[T-1, T-1]``.
 
@@ -143,5 +161,7 @@ def compatibility_metrics(matrix: Any) -> dict[str, float]:
     array = _lower(matrix, 1, "compatibility_metrics")
     out = {"am": average_multimodel_accuracy(array), "self_test": float(array[-1, -1])}
     if array.shape[0] >= 2:
-        out.update(ac=average_compatibility(array), bc=backward_compatibility(array), fc=forward_compatibility(array))
+        out.update(
+            ac=average_compatibility(array, ties), bc=backward_compatibility(array), fc=forward_compatibility(array)
+        )
     return out

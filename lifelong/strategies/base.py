@@ -92,6 +92,12 @@ class Strategy(nn.Module):
     def after_training_step(self, model: ContinualClassifier, batch: Batch, output: StepOutput) -> None:
         """Called after the optimizer step, under ``no_grad`` (e.g. memory updates)."""
 
+    def after_epoch(self, model: ContinualClassifier) -> None:
+        """Called at the end of every training epoch (e.g. to validate and keep the best weights).
+
+        Under ``checkpoint.every_n_steps`` an experience's epochs run as one pass, so this is called once.
+        """
+
     def after_experience(self, model: ContinualClassifier, experience: Experience) -> None:
         """Called after training on ``experience``, before it is evaluated."""
 

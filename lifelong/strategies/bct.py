@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -95,6 +98,8 @@ class BCT(ExperienceReplay):
         rescale_prototypes: scale each synthesised row to the mean norm of the old classifier's trained
             rows (default); ``False`` keeps the raw class means as openBCT does.
         seed: seed of the memory.
+        replace_at: ``{experience index: checkpoint}`` model replacements (``er``); the old classifier is then
+            the swapped-in model's head, the model the experience starts from.
 
     """
 
@@ -110,8 +115,9 @@ class BCT(ExperienceReplay):
         influence_weight: float = 1.0,
         rescale_prototypes: bool = True,
         seed: int = 0,
+        replace_at: Mapping[Any, Any] | None = None,
     ) -> None:
-        super().__init__(memory_size, replay_batch_size, seed)
+        super().__init__(memory_size, replay_batch_size, seed, replace_at)
         if isinstance(influence_weight, bool) or not isinstance(influence_weight, int | float) or influence_weight < 0:
             raise ValueError(f"strategy.params.influence_weight={influence_weight!r} is not allowed; use a number >= 0")
         self.influence_weight = float(influence_weight)

@@ -1,7 +1,7 @@
 """Model replacement: swap the weights of a checkpoint into the model at a scheduled experience.
 
-Used by the stationary strategies (``cores``, ``cl2r``, ``hoc``) through ``replace_at`` and by the
-compatibility benchmark. :func:`parse_replacements` validates the user's schedule,
+Used through ``replace_at`` by ``er`` and its subclasses (``cores_replay``, ``cl2r``, ``hoc``) and by
+``cores``. :func:`parse_replacements` validates the user's schedule,
 :func:`load_replacement` swaps the weights in, keeping the model's fixed d-Simplex classifier.
 """
 

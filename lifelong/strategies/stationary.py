@@ -1,4 +1,6 @@
-"""Stationary representations on a fixed d-Simplex classifier: CoReS and CL2R (and their base, used by ``hoc``).
+"""Stationary representations on a fixed d-Simplex classifier: ``cores_replay``, CL2R and their base (``hoc``'s).
+
+The real CoReS (a fresh network per step on all data so far) is ``cores`` (``lifelong.strategies.cores``).
 
 Both need ``model.head=dsimplex`` (``lifelong.models.dsimplex``): the class prototypes never move, so
 features learned at different times stay in the same space and remain comparable (compatible)
@@ -21,7 +23,6 @@ from lifelong.models.dsimplex import DSimplexHead, require_dsimplex
 from lifelong.strategies.base import Batch, StepOutput, register_strategy
 from lifelong.strategies.common import classes_before
 from lifelong.strategies.er import ExperienceReplay
-from lifelong.strategies.replacement import load_replacement, parse_replacements
 from lifelong.strategies.teacher import FrozenSnapshot
 
 # --------------------------------------------------------------------------- losses
@@ -51,11 +52,18 @@ def cl2r_lambda(lambda_0: float, n_new: int, n_old: int) -> float:
     return 0.0 if n_old <= 0 else float(lambda_0) * math.sqrt(n_new / n_old)
 
 
+def check_dsimplex_stream(model: ContinualClassifier, stream_info: StreamInfo, strategy_name: str) -> DSimplexHead:
+    """The model's d-Simplex head, after checking that it reserves every class of the stream."""
+    head = require_dsimplex(model, strategy_name)
+    head.check_classes(range(stream_info.num_classes), "the stream's classes")
+    return head
+
+
 # --------------------------------------------------------------------------- strategies
 
 
 class StationaryReplay(ExperienceReplay):
-    """Experience replay on a fixed d-Simplex classifier; base of ``cores``, ``cl2r`` and ``hoc``.
+    """Experience replay on a fixed d-Simplex classifier; base of ``cores_replay``, ``cl2r`` and ``hoc``.
 
     Checks that the model has a ``DSimplexHead`` (``model.head=dsimplex``) and that every class of the
     stream is one the simplex reserved. Subclasses that use a teacher get model replacement
@@ -72,27 +80,21 @@ class StationaryReplay(ExperienceReplay):
         seed: int = 0,
         replace_at: Mapping[Any, Any] | None = None,
     ) -> None:
-        super().__init__(memory_size, replay_batch_size, seed)
-        self.replacements = parse_replacements(replace_at)
+        super().__init__(memory_size, replay_batch_size, seed, replace_at)
         self.teacher = FrozenSnapshot()
-        self.replaced_now = False
 
     def head(self, model: ContinualClassifier) -> DSimplexHead:
         """The model's d-Simplex head (``ValueError`` naming ``model.head=dsimplex`` otherwise)."""
         return require_dsimplex(model, self.strategy_name)
 
     def setup(self, model: ContinualClassifier, stream_info: StreamInfo) -> None:
-        head = self.head(model)
-        head.check_classes(range(stream_info.num_classes), "the stream's classes")
+        check_dsimplex_stream(model, stream_info, self.strategy_name)
         super().setup(model, stream_info)
 
     def before_experience(self, model: ContinualClassifier, experience: Experience) -> None:
-        """Check the classes; swap in a replacement model if one is scheduled for this experience."""
+        """Swap in a replacement model if one is scheduled (``er``); check the classes."""
         super().before_experience(model, experience)
         self.head(model).check_classes(experience.classes, f"experience {experience.index} classes")
-        self.replaced_now = experience.index in self.replacements
-        if self.replaced_now:
-            load_replacement(model, self.replacements[experience.index])
 
     def hold_teacher(self, model: ContinualClassifier, experience: Experience) -> None:
         """Freeze the model ``experience`` starts from as the teacher (none at experience 0 unless replaced)."""
@@ -108,19 +110,16 @@ class StationaryReplay(ExperienceReplay):
         return features, F.linear(features, head.prototypes)
 
 
-@register_strategy("cores")
-class CoReS(StationaryReplay):
-    """CoReS: cross-entropy against the fixed d-Simplex classifier, with a reservoir replay memory.
+@register_strategy("cores_replay")
+class CoReSReplay(StationaryReplay):
+    """CoReS's loss with fine-tuning and replay: ER with the fixed d-Simplex classifier (not CoReS's protocol).
 
-    Biondi, Pernici, Bruni, Del Bimbo, "CoReS: Compatible Representations via Stationarity", IEEE TPAMI
-    2023 (arXiv 2111.07632). Compatibility comes only from the stationary classifier: no old model and
-    no pairwise term. Each step minimises CE on the incoming batch plus a same-sized replay batch (as
-    ``er``), so it differs from the ER baseline only by the fixed classifier. Needs
-    ``model.head=dsimplex``.
-
-    Deviations from the official code: it trains a fresh network per step on the cumulative data of all
-    classes seen so far and keeps the best-validation checkpoint; here the model is fine-tuned from the
-    previous experience with a reservoir memory and the last state is kept.
+    The loss of Biondi, Pernici, Bruni, Del Bimbo, "CoReS: Compatible Representations via Stationarity",
+    IEEE TPAMI 2023 (arXiv 2111.07632): cross-entropy against the fixed d-Simplex, no old model, no
+    pairwise term. Each step minimises CE on the incoming batch plus a same-sized replay batch (as
+    ``er``), so it differs from the ER baseline only by the fixed classifier. Needs ``model.head=dsimplex``.
+    This was ``cores`` before ``cores`` became the paper's protocol (``lifelong.strategies.cores``: a
+    fresh network per step on the cumulative data, best-validation checkpoint).
 
     Args:
         memory_size: replay memory slots.
@@ -131,7 +130,7 @@ class CoReS(StationaryReplay):
 
     """
 
-    strategy_name = "cores"
+    strategy_name = "cores_replay"
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from lifelong.analysis.compatibility import Compatibility
 from lifelong.metrics.retrieval import retrieval_scores
 from lifelong.models import build_model
 from lifelong.run import run
+from tests.compat_runs import TINY_COMPAT_RUN
 
 CPU = torch.device("cpu")
 
@@ -153,11 +154,7 @@ def test_end_to_end_run_logs_metrics_and_writes_the_matrix(tmp_path):
     overrides = [
         f"output_dir={tmp_path}",
         f"tracking.uri={uri}",
-        "train.epochs=1",
-        "stream.n_experiences=2",
-        "stream.train_per_class=20",
-        "stream.test_per_class=10",
-        "analysis.compatibility.gallery_per_class=10",
+        *TINY_COMPAT_RUN,
     ]
     result = run(config.load("experiments/compat_fmnist_cl2r.yaml", overrides), quiet=True)
     rows = list(csv.reader((result.run_dir / "compatibility_matrix.csv").open()))

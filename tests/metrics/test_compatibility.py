@@ -47,6 +47,19 @@ def test_average_compatibility_counts_ties_as_failures():
     assert average_compatibility([[0.5, NAN], [0.51, 0.2]]) == 1.0
 
 
+def test_tie_rule_pass_counts_only_lower_scores_as_failures():
+    # M has one tie, (2,0): 0.40 = M[0,0]; under "pass" it is compatible, everything else unchanged
+    assert compatibility_pairs(M, ties="pass")[2].tolist() == [True, False, False, False]
+    assert average_compatibility(M, ties="pass") == pytest.approx(5 / 6)
+    assert average_compatibility(M, ties="fail") == pytest.approx(4 / 6)
+    all_ties = [[0.5, NAN, NAN], [0.5, 0.6, NAN], [0.5, 0.6, 0.7]]
+    assert average_compatibility(all_ties) == 0.0
+    assert average_compatibility(all_ties, ties="pass") == 1.0
+    assert compatibility_metrics(all_ties, ties="pass")["ac"] == 1.0
+    with pytest.raises(ValueError, match="ties='strict' is not allowed"):
+        average_compatibility(M, ties="strict")
+
+
 def test_average_multimodel_accuracy_is_the_lower_triangle_mean():
     cells = [0.40, 0.45, 0.50, 0.40, 0.48, 0.60, 0.41, 0.55, 0.70, 0.65]
     assert average_multimodel_accuracy(M) == pytest.approx(sum(cells) / 10)

@@ -1,4 +1,4 @@
-"""CoReS and CL2R on the fixed d-Simplex, the frozen teacher snapshot and model replacement."""
+"""cores_replay and CL2R on the fixed d-Simplex, the frozen teacher snapshot and model replacement."""
 
 from __future__ import annotations
 
@@ -49,15 +49,15 @@ def test_cosine_distillation_and_lambda_by_hand():
     assert cl2r_lambda(5.0, 10, 0) == 0.0
 
 
-@pytest.mark.parametrize("name", ["cores", "cl2r", "hoc"])
+@pytest.mark.parametrize("name", ["cores", "cores_replay", "cl2r", "hoc"])
 def test_d_simplex_strategies_refuse_a_linear_head(name, digits_stream, tiny_model):
     assert STRATEGIES.get(name).requires_head == "dsimplex"
     with pytest.raises(ValueError, match="model.head=dsimplex"):
         build_strategy(name).setup(tiny_model, digits_stream.info)
 
 
-def test_cores_is_cross_entropy_on_the_fixed_simplex_with_replay(digits_stream, simplex_model):
-    strategy = build_strategy("cores", memory_size=20, replay_batch_size=4, seed=1)
+def test_cores_replay_is_cross_entropy_on_the_fixed_simplex_with_replay(digits_stream, simplex_model):
+    strategy = build_strategy("cores_replay", memory_size=20, replay_batch_size=4, seed=1)
     strategy.setup(simplex_model, digits_stream.info)
     finish_experience(strategy, simplex_model, digits_stream.train[0])
     strategy.before_experience(simplex_model, digits_stream.train[1])
