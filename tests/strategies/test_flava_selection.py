@@ -128,13 +128,15 @@ def test_selection_at_the_papers_token_counts_keeps_its_invariants():
     pruned_a = torch.bernoulli(torch.full(w_a.shape, 0.25), generator=gen).bool()
     video = sel.select_video(w_v, pruned_v, 392, gen)
     audio = sel.select_audio(w_a, pruned_a, n_time, n_freq, chunk, 256, gen)
-    assert video.shape == (b, 392) and audio.shape == (b, 256)
+    assert video.shape == (b, 392)
+    assert audio.shape == (b, 256)
     for row in range(b):
         assert len(set(video[row].tolist())) == 392  # enough unpruned tokens: none pruned is kept
         assert not pruned_v[row, video[row]].any()
         assert len(set(audio[row].tolist())) == 256
         assert not pruned_a[row, audio[row]].any()
-        assert audio[row].min() >= 0 and audio[row].max() < n_time * n_freq
+        assert audio[row].min() >= 0
+        assert audio[row].max() < n_time * n_freq
     # without pruning the audio selection is 8 whole chunks (256 = 8 chunks x 4 time x 8 frequency patches)
     whole = sel.select_audio(w_a, torch.zeros_like(pruned_a), n_time, n_freq, chunk, 256, gen)
     for row in range(b):
