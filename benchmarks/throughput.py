@@ -42,9 +42,9 @@ import torch
 import yaml
 
 from lifelong import config
-from lifelong.build import build_parts, trainer_factory
+from lifelong.build import build_parts, loader_settings, trainer_factory
 from lifelong.data.types import Stream
-from lifelong.loop import LoaderSettings, train_experience
+from lifelong.loop import train_experience
 from lifelong.module import ContinualModule
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -126,7 +126,7 @@ def lifelong_loop(cfg: config.ExperimentConfig) -> float:
     """Our Lightning loop through the same code path as ``lifelong run`` (evaluation excluded)."""
     stream, module = build(cfg)
     make_trainer = trainer_factory(cfg)
-    settings = LoaderSettings(cfg.stream.online.batch_size, cfg.train.eval_batch_size, 0, cfg.seed)  # type: ignore[union-attr]
+    settings = loader_settings(cfg)
     samples, seconds = 0, 0.0
     for experience in stream.train:
         trainer = make_trainer()  # built outside the timed region, as the loop builds it once per experience

@@ -152,7 +152,13 @@ def loader_settings(cfg: ExperimentConfig) -> LoaderSettings:
     batch_size, _ = online_settings(cfg)
     t = cfg.train
     return LoaderSettings(
-        batch_size, t.eval_batch_size, t.num_workers, cfg.seed, drop_last=t.drop_last, shuffle=cfg.stream.online.shuffle
+        batch_size,
+        t.eval_batch_size,
+        t.num_workers,
+        cfg.seed,
+        drop_last=t.drop_last,
+        shuffle=cfg.stream.online.shuffle,
+        batches_per_call=t.batches_per_call,
     )
 
 

@@ -7,7 +7,7 @@ All continual-learning state lives in the module and its strategy; a Trainer onl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ class LoaderSettings:
     seed: int = 0
     drop_last: bool = False  # training batches: full batches only (the last partial batch of an epoch is dropped)
     shuffle: bool = True  # training batches: shuffled, or in the order the experience's dataset gives (``False``)
+    batches_per_call: int = 16  # training mini-batches per call of Lightning's training_step (one update each)
 
 
 class ShardSampler(DistributedSampler):
@@ -76,6 +77,36 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class BatchChunks:
+    """The mini-batches of ``loader`` in lists of ``size`` consecutive ones (the last list may be shorter).
+
+    Lightning trains on one list per ``training_step`` call, one optimizer update per mini-batch
+    (:meth:`ContinualModule.training_step`): the same updates in the same order as one mini-batch per call,
+    with Lightning's fixed per-call work (hooks, data fetcher, loop bookkeeping) shared by ``size`` of them.
+    """
+
+    def __init__(self, loader: Iterable[Any], size: int) -> None:
+        if size < 1:
+            raise ValueError(f"train.batches_per_call={size} is not allowed; use an integer >= 1")
+        self.loader, self.size = loader, size
+        self.batches = len(loader)  # type: ignore[arg-type]
+        self.batch_size = getattr(loader, "batch_size", None)
+        self.sampler = getattr(loader, "sampler", None)  # Lightning sets a DistributedSampler's epoch through it
+
+    def __len__(self) -> int:
+        return -(-self.batches // self.size)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        chunk: list[Any] = []
+        for batch in self.loader:
+            chunk.append(batch)
+            if len(chunk) == self.size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
 
 def make_loader(
@@ -252,11 +283,11 @@ def train_experience(
     if module.lr_schedule is not None:
         module.lr_schedule.begin_experience(len(loader) * epochs)
     if steps is None:
-        trainer.fit(module, train_dataloaders=loader)
-    else:  # the epochs as one pass, so the callback can checkpoint (and resume) at any step of it
+        trainer.fit(module, train_dataloaders=BatchChunks(loader, loaders.batches_per_call))
+    else:  # the epochs as one pass of one mini-batch per call, so the callback can checkpoint (and resume) at any step
         trainer.fit_loop.max_epochs = 1
         trainer.callbacks.append(steps)  # type: ignore[attr-defined]
-        trainer.fit(module, train_dataloaders=EpochsLoader(loader, epochs, steps.skip))
+        trainer.fit(module, train_dataloaders=BatchChunks(EpochsLoader(loader, epochs, steps.skip), 1))
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
     return per_epoch * epochs * trainer.world_size
