@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,7 +63,7 @@ class ContinualModule(L.LightningModule):
         self.step_reporter: StepReporter | None = None
         self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
         self.stop_request: StopRequest | None = None
-        self._pending: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, Any] = {}  # name -> sum since the last report (float, or tensor on accelerators)
         self._pending_steps = 0
 
     def setup(self, stage: str) -> None:
@@ -113,7 +114,7 @@ class ContinualModule(L.LightningModule):
                 group["lr"] = lr
         output = self.strategy.training_loss(self.model, batch)
         if output.loss.device.type == "cpu":  # free on CPU; on accelerators checked per report (no sync per step)
-            self._check_finite(output.loss)
+            self._check_finite(output.loss.detach().item())
         optimizer.zero_grad()
         self.manual_backward(output.loss)
         optimizer.step()
@@ -139,20 +140,24 @@ class ContinualModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.flush_train_metrics()
 
-    def _check_finite(self, loss: torch.Tensor, where: str | None = None) -> None:
+    def _check_finite(self, loss: torch.Tensor | float, where: str | None = None) -> None:
         """Raise ``NonFiniteLossError`` if ``loss`` is not finite; ``where`` defaults to the current global step."""
-        if not torch.isfinite(loss.detach()).all():
+        value = loss if isinstance(loss, float) else loss.detach().float().mean()
+        if not math.isfinite(value):  # a tensor: read once (a sync on accelerators, so not done per step there)
             where = where or f"global step {int(self.train_steps)}"
             raise NonFiniteLossError(
-                f"training loss is {loss.detach().float().mean().item()} at experience "
+                f"training loss is {float(value)} at experience "
                 f"{self.strategy.experience_index}, {where}; lower optim.lr, check the data for NaNs, "
                 "or use trainer.precision=32-true"
             )
 
     def _accumulate(self, output: StepOutput) -> None:
-        values = {"train/loss": output.loss.detach(), **{f"train/{k}": v.detach() for k, v in output.parts.items()}}
-        for key, value in values.items():
-            self._pending[key] = self._pending.get(key, 0.0) + value.float()
+        """Add this step's losses to the pending sums: Python floats on CPU, on-device tensors elsewhere (no sync)."""
+        on_cpu = output.loss.device.type == "cpu"
+        for key, value in (("loss", output.loss), *output.parts.items()):
+            name = f"train/{key}"
+            added = value.detach().item() if on_cpu else value.detach().float()
+            self._pending[name] = self._pending.get(name, 0.0) + added
         self._pending_steps += 1
 
     def pending_losses(self) -> dict[str, Any]:
