@@ -35,6 +35,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import yaml
 from lifelong import config
 from lifelong.build import build_parts, loader_settings, trainer_factory
 from lifelong.data.types import Stream
-from lifelong.loop import train_experience
+from lifelong.loop import evaluate, train_experience
 from lifelong.module import ContinualModule
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -219,6 +220,37 @@ def drivers(method: str, avalanche: bool) -> dict[str, Driver]:
     return out
 
 
+def evaluation_seconds(backbone: str, test_per_class: int, batch_size: int, tmp: Path) -> float:
+    """Seconds of one evaluation pass (``lifelong.loop.evaluate``, as after each experience) over the test stream."""
+    cfg = load_config(backbone, "er", 1, tmp)
+    cfg = replace(
+        cfg,
+        stream=replace(cfg.stream, test_per_class=test_per_class),
+        train=replace(cfg.train, eval_batch_size=batch_size),
+    )
+    stream, module = build(cfg)
+    trainer = trainer_factory(cfg)()
+    started = time.perf_counter()
+    evaluate(trainer, module, stream, loader_settings(cfg))
+    return time.perf_counter() - started
+
+
+def measure_evaluation(backbone: str, per_class: int, batch_size: int, repeats: int, tmp: Path) -> dict[str, Any]:
+    """The median seconds of ``repeats`` evaluation passes over ``10 * per_class`` test images."""
+    seconds, loads = [], []
+    for _ in range(repeats):
+        seconds.append(evaluation_seconds(backbone, per_class, batch_size, tmp))
+        loads.append(load_average())
+    return {
+        "backbone": backbone,
+        "eval_batch_size": batch_size,
+        "images": 10 * per_class,
+        "seconds": statistics.median(seconds),
+        "repeats": seconds,
+        "load_average": {"min": min(loads), "max": max(loads)},
+    }
+
+
 def load_average() -> float:
     """The 1-minute load average (``uptime``'s first figure)."""
     return os.getloadavg()[0]
@@ -273,14 +305,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-avalanche", action="store_true", help="time only plain and lifelong for ER")
     parser.add_argument("--quick", action="store_true", help="one repeat of small subsets, no Avalanche (< 2 min)")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
+    parser.add_argument("--eval-batch-sizes", default="", help="also time evaluation, e.g. 100,1000")
+    parser.add_argument("--eval-per-class", type=int, default=1000, help="test images per class scored (1000 = all)")
+    parser.add_argument("--eval-json", type=Path, default=None, help="write the evaluation records here")
     args = parser.parse_args(argv)
     args.backbones, args.methods = args.backbones.split(","), args.methods.split(",")
+    args.eval_batch_sizes = [int(b) for b in args.eval_batch_sizes.split(",") if b]
     for name, allowed in (("backbones", BACKBONES), ("methods", METHODS)):
         unknown = [v for v in getattr(args, name) if v not in allowed]
         if unknown:
             parser.error(f"--{name}: unknown {unknown}; choose from {', '.join(allowed)}")
     if args.quick:
-        args.repeats, args.skip_avalanche = 1, True
+        args.repeats, args.skip_avalanche, args.eval_per_class = 1, True, 20
     return args
 
 
@@ -300,9 +336,25 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             for backbone in args.backbones
             for method in args.methods
         ]
+        evaluations = [
+            measure_evaluation(backbone, args.eval_per_class, batch_size, args.repeats, Path(tmp))
+            for backbone in args.backbones
+            for batch_size in args.eval_batch_sizes
+        ]
     threads = torch.get_num_threads()
     print(f"\nOnline Split Fashion-MNIST, batch {BATCH} + replay {BATCH}, M={MEMORY}, {threads} thread(s)")
     print(table(records))
+    if evaluations:
+        print("\n| backbone | eval batch size | test images | seconds (median) | images/s | load |")
+        print("|---" * 6 + "|")
+        for e in evaluations:
+            load = f"{e['load_average']['min']:.2f}-{e['load_average']['max']:.2f}"
+            print(
+                f"| {e['backbone']} | {e['eval_batch_size']} | {e['images']} | {e['seconds']:.2f} | "
+                f"{e['images'] / e['seconds']:.0f} | {load} |"
+            )
+    if args.eval_json is not None:
+        args.eval_json.write_text(json.dumps(evaluations, indent=2))
     if args.json is not None:
         machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
         args.json.parent.mkdir(parents=True, exist_ok=True)

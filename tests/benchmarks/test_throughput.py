@@ -22,7 +22,8 @@ def throughput():
 def test_json_holds_one_record_per_backbone_and_method(throughput, tmp_path):
     out = tmp_path / "t.json"
     argv = ["--backbones", "mlp", "--methods", "er,pcr", "--per-class", "3", "--repeats", "2", "--json", str(out)]
-    throughput.main([*argv, "--skip-avalanche"])
+    evaluation = ["--eval-batch-sizes", "7,50", "--eval-per-class", "3", "--eval-json", str(tmp_path / "e.json")]
+    throughput.main([*argv, *evaluation, "--skip-avalanche"])
     records = json.loads(out.read_text())
     assert [(r["backbone"], r["method"]) for r in records] == [("mlp", "er"), ("mlp", "pcr")]
     for r in records:
@@ -31,6 +32,9 @@ def test_json_holds_one_record_per_backbone_and_method(throughput, tmp_path):
         assert r["ratio_to_plain"] == pytest.approx(r["samples_per_s"]["lifelong"] / r["samples_per_s"]["plain"])
         assert [len(v) for v in r["repeats"].values()] == [2, 2]
         assert 0 <= r["load_average"]["min"] <= r["load_average"]["max"]
+    evaluations = json.loads((tmp_path / "e.json").read_text())
+    assert [(e["eval_batch_size"], e["images"], len(e["repeats"])) for e in evaluations] == [(7, 30, 2), (50, 30, 2)]
+    assert all(e["seconds"] > 0 for e in evaluations)
 
 
 def test_record_reports_the_median_of_the_repeats(throughput):
