@@ -209,12 +209,19 @@ def adapter_loop(cfg: config.ExperimentConfig) -> float:
     return samples / (time.perf_counter() - started)
 
 
+def compiled_loop(cfg: config.ExperimentConfig) -> float:
+    """The Lightning loop with ``trainer.compile=true`` (compilation included in the time)."""
+    return lifelong_loop(replace(cfg, trainer=replace(cfg.trainer, compile=True)))
+
+
 Driver = Callable[[config.ExperimentConfig], float]
 
 
-def drivers(method: str, avalanche: bool) -> dict[str, Driver]:
-    """The loops timed for ``method``: ``plain`` and ``lifelong`` always, Avalanche's for ER."""
+def drivers(method: str, avalanche: bool, compiled: bool = False) -> dict[str, Driver]:
+    """The loops timed for ``method``: ``plain`` and ``lifelong`` always, Avalanche's for ER, compiled on request."""
     out: dict[str, Driver] = {"plain": plain_er if method == "er" else plain_strategy, "lifelong": lifelong_loop}
+    if compiled:
+        out["lifelong_compiled"] = compiled_loop
     if avalanche and method == "er":
         out.update(avalanche=avalanche_loop, as_avalanche=adapter_loop)
     return out
@@ -269,10 +276,12 @@ def record(backbone: str, method: str, runs: dict[str, list[float]], loads: list
     }
 
 
-def measure(backbone: str, method: str, per_class: int, repeats: int, avalanche: bool, tmp: Path) -> dict[str, Any]:
+def measure(
+    backbone: str, method: str, per_class: int, repeats: int, avalanche: bool, tmp: Path, compiled: bool = False
+) -> dict[str, Any]:
     """Time every driver of ``method`` ``repeats`` times, interleaved (a drift in load hits every driver alike)."""
     cfg = load_config(backbone, method, per_class, tmp)
-    loops = drivers(method, avalanche)
+    loops = drivers(method, avalanche, compiled)
     runs: dict[str, list[float]] = {name: [] for name in loops}
     loads = []
     for _ in range(repeats):
@@ -304,6 +313,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     parser.add_argument("--skip-avalanche", action="store_true", help="time only plain and lifelong for ER")
     parser.add_argument("--quick", action="store_true", help="one repeat of small subsets, no Avalanche (< 2 min)")
+    parser.add_argument("--compile", action="store_true", help="also time lifelong with trainer.compile=true")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
     parser.add_argument("--eval-batch-sizes", default="", help="also time evaluation, e.g. 100,1000")
     parser.add_argument("--eval-per-class", type=int, default=1000, help="test images per class scored (1000 = all)")
@@ -332,7 +342,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         records = [
-            measure(backbone, method, per_class_of(args, backbone), args.repeats, not args.skip_avalanche, Path(tmp))
+            measure(
+                backbone,
+                method,
+                per_class_of(args, backbone),
+                args.repeats,
+                not args.skip_avalanche,
+                Path(tmp),
+                args.compile,
+            )
             for backbone in args.backbones
             for method in args.methods
         ]

@@ -22,6 +22,7 @@ from torch import nn
 from lifelong import config as config_lib
 from lifelong.analysis import ANALYSES, Analysis
 from lifelong.annealing import InfiniteLR
+from lifelong.compile import compile_backbone
 from lifelong.config import ExperimentConfig, StreamConfig
 from lifelong.data import (
     AV_DATASETS,
@@ -184,6 +185,8 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
     """
     stream = build_run_stream(cfg)
     model = build_run_model(cfg, stream.info)
+    if cfg.trainer.compile:
+        compile_backbone(model, cfg.trainer.compile_backend)
     strategy: Strategy = STRATEGIES.build(cfg.strategy.name, dict(cfg.strategy.params), "strategy.params", cfg.seed)
     if cfg.init.dataset is not None or cfg.init.checkpoint is not None:
         init = cfg.init

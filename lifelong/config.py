@@ -139,6 +139,8 @@ class TrainerConfig:
     precision: str = "32-true"
     deterministic: bool = False
     progress_bar: bool = False
+    compile: bool = False  # torch.compile the classifier's backbone (lifelong.compile)
+    compile_backend: str = "inductor"  # torch.compile's backend, e.g. "eager" to check tracing without codegen
 
 
 @dataclass
