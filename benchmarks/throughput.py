@@ -155,6 +155,7 @@ def avalanche_tasks(stream: Stream):  # noqa: ANN201
             return self.data.x[i], int(self.data.y[i]), 0
 
     warnings.filterwarnings("ignore", module="avalanche")  # per-experience deprecation and logger notices
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # ReplayPlugin's, once per 10-sample experience
     train = [as_classification_dataset(Plain(e.dataset)) for e in stream.train]
     return benchmark_from_datasets(train=train, test=train[:1])
 

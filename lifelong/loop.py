@@ -99,14 +99,50 @@ class BatchChunks:
         return -(-self.batches // self.size)
 
     def __iter__(self) -> Iterator[list[Any]]:
-        chunk: list[Any] = []
-        for batch in self.loader:
-            chunk.append(batch)
-            if len(chunk) == self.size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        batches, remaining = iter(self.loader), self.batches
+        while remaining > 0:  # never asks for a batch past the last one, as Lightning reading the loader would not
+            size = min(self.size, remaining)
+            yield [next(batches) for _ in range(size)]
+            remaining -= size
+
+
+class GatheredChunks:
+    """An in-memory experience read ``per_call`` mini-batches at a time: one gather per chunk, split into views.
+
+    ``loader`` yields chunks of ``per_call * batch_size`` samples drawn by the same sampler and generator as a
+    loader of ``batch_size`` would draw them (a permutation does not depend on the batch size), so the
+    mini-batches are the same, in the same order, without the data loader's per-batch work.
+    """
+
+    def __init__(self, loader: DataLoader, batch_size: int) -> None:
+        self.loader, self.batch_size = loader, batch_size
+        self.batches = -(-len(loader.sampler) // batch_size)  # type: ignore[arg-type]
+        self.sampler = loader.sampler  # Lightning sets a DistributedSampler's epoch through it
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        size = self.batch_size
+        for x, y, t in self.loader:
+            yield [(x[i : i + size], y[i : i + size], t[i : i + size]) for i in range(0, len(y), size)]
+
+
+def training_batches(
+    dataset: Dataset, loaders: LoaderSettings, seed: int, sampler: Sampler | None, loader: DataLoader, epochs: int
+) -> BatchChunks | GatheredChunks:
+    """What one ``fit`` iterates: ``loader``'s mini-batches, ``loaders.batches_per_call`` per ``training_step`` call.
+
+    A single pass over an in-memory experience read in the main process is gathered a chunk at a time
+    (:class:`GatheredChunks`). Over several epochs the batches come from ``loader`` itself: whether a pass reads
+    its sampler to the end (it does when the last chunk is partial) decides the next epoch's permutation.
+    """
+    per_call = loaders.batches_per_call
+    in_memory = isinstance(dataset, TensorExperienceDataset) and loaders.num_workers == 0
+    if in_memory and per_call > 1 and epochs == 1 and not loaders.drop_last:
+        chunks = make_loader(dataset, loaders.batch_size * per_call, loaders.shuffle, 0, seed, sampler)
+        return GatheredChunks(chunks, loaders.batch_size)
+    return BatchChunks(loader, per_call)
 
 
 def make_loader(
@@ -283,7 +319,7 @@ def train_experience(
     if module.lr_schedule is not None:
         module.lr_schedule.begin_experience(len(loader) * epochs)
     if steps is None:
-        trainer.fit(module, train_dataloaders=BatchChunks(loader, loaders.batches_per_call))
+        trainer.fit(module, train_dataloaders=training_batches(dataset, loaders, seed, sampler, loader, epochs))
     else:  # the epochs as one pass of one mini-batch per call, so the callback can checkpoint (and resume) at any step
         trainer.fit_loop.max_epochs = 1
         trainer.callbacks.append(steps)  # type: ignore[attr-defined]
