@@ -29,10 +29,9 @@ lint:
 ui experiment="" port="5000":
     lifelong ui {{experiment}} --port {{port}}
 
-# online-ER throughput vs a plain PyTorch loop and Avalanche (tables + JSON under benchmarks/results; ~15 min on 2 cores)
+# online ER/PCR/HPCR throughput vs a plain PyTorch loop (and Avalanche for ER), MLP and reduced ResNet-18 (~15 min on 2 cores)
 bench:
-    python benchmarks/throughput.py --backbone mlp --per-class 1000 --repeats 3
-    python benchmarks/throughput.py --backbone reduced_resnet18 --per-class 100 --repeats 2
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --repeats 3 --json benchmarks/results/throughput.json
 
 # stability/plasticity: layer-wise CKA and linear probes, finetune vs ER (+ hpcr), 3 seeds (~2 min)
 stability:

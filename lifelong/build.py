@@ -22,6 +22,7 @@ from torch import nn
 from lifelong import config as config_lib
 from lifelong.analysis import ANALYSES, Analysis
 from lifelong.annealing import InfiniteLR
+from lifelong.compile import compile_backbone
 from lifelong.config import ExperimentConfig, StreamConfig
 from lifelong.data import (
     AV_DATASETS,
@@ -161,7 +162,13 @@ def loader_settings(cfg: ExperimentConfig) -> LoaderSettings:
     batch_size, _ = online_settings(cfg)
     t = cfg.train
     return LoaderSettings(
-        batch_size, t.eval_batch_size, t.num_workers, cfg.seed, drop_last=t.drop_last, shuffle=cfg.stream.online.shuffle
+        batch_size,
+        t.eval_batch_size,
+        t.num_workers,
+        cfg.seed,
+        drop_last=t.drop_last,
+        shuffle=cfg.stream.online.shuffle,
+        batches_per_call=t.batches_per_call,
     )
 
 
@@ -187,6 +194,8 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
     """
     stream = build_run_stream(cfg)
     model = build_run_model(cfg, stream.info)
+    if cfg.trainer.compile:
+        compile_backbone(model, cfg.trainer.compile_backend)
     strategy: Strategy = STRATEGIES.build(cfg.strategy.name, dict(cfg.strategy.params), "strategy.params", cfg.seed)
     if cfg.init.dataset is not None or cfg.init.checkpoint is not None:
         init = cfg.init

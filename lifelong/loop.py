@@ -7,7 +7,7 @@ All continual-learning state lives in the module and its strategy; a Trainer onl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ class LoaderSettings:
     seed: int = 0
     drop_last: bool = False  # training batches: full batches only (the last partial batch of an epoch is dropped)
     shuffle: bool = True  # training batches: shuffled, or in the order the experience's dataset gives (``False``)
+    batches_per_call: int = 16  # training mini-batches per call of Lightning's training_step (one update each)
 
 
 class ShardSampler(DistributedSampler):
@@ -76,6 +77,72 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class BatchChunks:
+    """The mini-batches of ``loader`` in lists of ``size`` consecutive ones (the last list may be shorter).
+
+    Lightning trains on one list per ``training_step`` call, one optimizer update per mini-batch
+    (:meth:`ContinualModule.training_step`): the same updates in the same order as one mini-batch per call,
+    with Lightning's fixed per-call work (hooks, data fetcher, loop bookkeeping) shared by ``size`` of them.
+    """
+
+    def __init__(self, loader: Iterable[Any], size: int) -> None:
+        if size < 1:
+            raise ValueError(f"train.batches_per_call={size} is not allowed; use an integer >= 1")
+        self.loader, self.size = loader, size
+        self.batches = len(loader)  # type: ignore[arg-type]
+        self.batch_size = getattr(loader, "batch_size", None)
+        self.sampler = getattr(loader, "sampler", None)  # Lightning sets a DistributedSampler's epoch through it
+
+    def __len__(self) -> int:
+        return -(-self.batches // self.size)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        batches, remaining = iter(self.loader), self.batches
+        while remaining > 0:  # never asks for a batch past the last one, as Lightning reading the loader would not
+            size = min(self.size, remaining)
+            yield [next(batches) for _ in range(size)]
+            remaining -= size
+
+
+class GatheredChunks:
+    """An in-memory experience read ``per_call`` mini-batches at a time: one gather per chunk, split into views.
+
+    ``loader`` yields chunks of ``per_call * batch_size`` samples drawn by the same sampler and generator as a
+    loader of ``batch_size`` would draw them (a permutation does not depend on the batch size), so the
+    mini-batches are the same, in the same order, without the data loader's per-batch work.
+    """
+
+    def __init__(self, loader: DataLoader, batch_size: int) -> None:
+        self.loader, self.batch_size = loader, batch_size
+        self.batches = -(-len(loader.sampler) // batch_size)  # type: ignore[arg-type]
+        self.sampler = loader.sampler  # Lightning sets a DistributedSampler's epoch through it
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        size = self.batch_size
+        for x, y, t in self.loader:
+            yield [(x[i : i + size], y[i : i + size], t[i : i + size]) for i in range(0, len(y), size)]
+
+
+def training_batches(
+    dataset: Dataset, loaders: LoaderSettings, seed: int, sampler: Sampler | None, loader: DataLoader, epochs: int
+) -> BatchChunks | GatheredChunks:
+    """What one ``fit`` iterates: ``loader``'s mini-batches, ``loaders.batches_per_call`` per ``training_step`` call.
+
+    A single pass over an in-memory experience read in the main process is gathered a chunk at a time
+    (:class:`GatheredChunks`). Over several epochs the batches come from ``loader`` itself: whether a pass reads
+    its sampler to the end (it does when the last chunk is partial) decides the next epoch's permutation.
+    """
+    per_call = loaders.batches_per_call
+    in_memory = isinstance(dataset, TensorExperienceDataset) and loaders.num_workers == 0
+    if in_memory and per_call > 1 and epochs == 1 and not loaders.drop_last:
+        chunks = make_loader(dataset, loaders.batch_size * per_call, loaders.shuffle, 0, seed, sampler)
+        return GatheredChunks(chunks, loaders.batch_size)
+    return BatchChunks(loader, per_call)
 
 
 def make_loader(
@@ -252,11 +319,11 @@ def train_experience(
     if module.lr_schedule is not None:
         module.lr_schedule.begin_experience(len(loader) * epochs)
     if steps is None:
-        trainer.fit(module, train_dataloaders=loader)
-    else:  # the epochs as one pass, so the callback can checkpoint (and resume) at any step of it
+        trainer.fit(module, train_dataloaders=training_batches(dataset, loaders, seed, sampler, loader, epochs))
+    else:  # the epochs as one pass of one mini-batch per call, so the callback can checkpoint (and resume) at any step
         trainer.fit_loop.max_epochs = 1
         trainer.callbacks.append(steps)  # type: ignore[attr-defined]
-        trainer.fit(module, train_dataloaders=EpochsLoader(loader, epochs, steps.skip))
+        trainer.fit(module, train_dataloaders=BatchChunks(EpochsLoader(loader, epochs, steps.skip), 1))
     strategy.after_experience(module.model, experience)
     per_epoch = len(loader) * loaders.batch_size if loaders.drop_last else len(loader.sampler)  # type: ignore[arg-type]
     return per_epoch * epochs * trainer.world_size

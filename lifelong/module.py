@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -63,12 +64,12 @@ class ContinualModule(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.optimizer_carry = CarriedOptimizer(carry_optimizer_state)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+        self.automatic_optimization = False  # one update per mini-batch in ``training_step`` (see there)
         self.step_reporter: StepReporter | None = None
         self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
         self.stop_request: StopRequest | None = None
-        self._pending: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, Any] = {}  # name -> sum since the last report (float, or tensor on accelerators)
         self._pending_steps = 0
-        self._last_output: StepOutput | None = None
 
     def setup(self, stage: str) -> None:
         """Shard the strategy's memories for this rank and keep all strategy buffers out of DDP's broadcasts.
@@ -84,26 +85,17 @@ class ContinualModule(L.LightningModule):
             self.stop_request.arm()
         if self.progress is not None and self.global_rank == 0:
             info = self.strategy.stream_info
-            loader = self.trainer.train_dataloader
+            loader = self.trainer.train_dataloader  # a BatchChunks: its mini-batches are the steps
             self.progress.on_fit_start(
                 self.strategy.experience_index,
                 info.n_experiences if info is not None else 0,
-                int(self.trainer.estimated_stepping_batches),
+                getattr(loader, "batches", 0) * int(self.trainer.max_epochs or 1),
                 getattr(loader, "batch_size", None),
             )
 
     def on_validation_start(self) -> None:
         if self.stop_request is not None:
             self.stop_request.arm()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Set this step's learning rate when the run has a schedule (``optim.schedule``)."""
-        if self.lr_schedule is None:
-            return
-        lr = self.lr_schedule.next_lr(self)
-        optimizer = self.optimizers()
-        for group in optimizer.optimizer.param_groups:  # type: ignore[union-attr]
-            group["lr"] = lr
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
@@ -122,20 +114,33 @@ class ContinualModule(L.LightningModule):
             state_dict = {**state_dict, "_extra_state": {}}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """A list of consecutive mini-batches (``lifelong.loop.BatchChunks``): one optimizer update each, in order.
+
+        Optimisation is manual so that several online mini-batches share one call of Lightning's per-step machinery;
+        every update still goes through Lightning (``manual_backward`` and the optimizer wrapper), so precision
+        plugins, gradient scaling and DDP's gradient reduction apply to each as they would to an automatic step.
+        """
+        optimizer = self.optimizers()
+        for one in batch:
+            self._update(one, optimizer)
+
+    def _update(self, batch: Any, optimizer: Any) -> None:
+        """One optimizer update on one mini-batch, then the strategy's memory update and the step's bookkeeping."""
+        if self.lr_schedule is not None:  # this step's learning rate (``optim.schedule``)
+            lr = self.lr_schedule.next_lr(self)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         output = self.strategy.training_loss(self.model, batch)
         if output.loss.device.type == "cpu":  # free on CPU; on accelerators checked per report (no sync per step)
-            self._check_finite(output.loss, f"global step {int(self.train_steps)}")
-        self._last_output = output
+            self._check_finite(output.loss.detach().item())
+        optimizer.zero_grad()
+        self.manual_backward(output.loss)
+        optimizer.step()
         self._accumulate(output)
-        return output.loss
-
-    def on_train_batch_end(self, outputs: object, batch: Any, batch_idx: int) -> None:
-        assert self._last_output is not None  # set by training_step of the same batch
         with torch.no_grad():
-            self.strategy.after_training_step(self.model, batch, self._last_output)
-        self._last_output = None
-        self.train_steps += 1
+            self.strategy.after_training_step(self.model, batch, output)
+        self.train_steps.add_(1)  # in place: no module attribute assignment per step
         if self.progress is not None and self.global_rank == 0:
             self.progress.on_step()
         if self._pending_steps >= self.log_every_n_steps:
@@ -158,18 +163,24 @@ class ContinualModule(L.LightningModule):
         self.flush_train_metrics()
         self.optimizer_carry.detach()
 
-    def _check_finite(self, loss: torch.Tensor, where: str) -> None:
-        if not torch.isfinite(loss.detach()).all():
+    def _check_finite(self, loss: torch.Tensor | float, where: str | None = None) -> None:
+        """Raise ``NonFiniteLossError`` if ``loss`` is not finite; ``where`` defaults to the current global step."""
+        value = loss if isinstance(loss, float) else loss.detach().float().mean()
+        if not math.isfinite(value):  # a tensor: read once (a sync on accelerators, so not done per step there)
+            where = where or f"global step {int(self.train_steps)}"
             raise NonFiniteLossError(
-                f"training loss is {loss.detach().float().mean().item()} at experience "
+                f"training loss is {float(value)} at experience "
                 f"{self.strategy.experience_index}, {where}; lower optim.lr, check the data for NaNs, "
                 "or use trainer.precision=32-true"
             )
 
     def _accumulate(self, output: StepOutput) -> None:
-        values = {"train/loss": output.loss.detach(), **{f"train/{k}": v.detach() for k, v in output.parts.items()}}
-        for key, value in values.items():
-            self._pending[key] = self._pending.get(key, 0.0) + value.float()
+        """Add this step's losses to the pending sums: Python floats on CPU, on-device tensors elsewhere (no sync)."""
+        on_cpu = output.loss.device.type == "cpu"
+        for key, value in (("loss", output.loss), *output.parts.items()):
+            name = f"train/{key}"
+            added = value.detach().item() if on_cpu else value.detach().float()
+            self._pending[name] = self._pending.get(name, 0.0) + added
         self._pending_steps += 1
 
     def pending_losses(self) -> dict[str, Any]:

@@ -35,12 +35,13 @@ def ordered_experience(index: int = 0) -> Experience:
     return Experience(index, TensorExperienceDataset(x, torch.arange(N) % 2), [0, 1])
 
 
-def batches_seen(shuffle: bool, epochs: int = 1) -> list[list[int]]:
+def batches_seen(shuffle: bool, epochs: int = 1, per_call: int = 16, drop_last: bool = False) -> list[list[int]]:
     model = build_model("mlp", "linear", 2, (2,), backbone_kwargs={"hidden": [4]})
     strategy = Recording()
     module = ContinualModule(model, strategy, lambda p: torch.optim.SGD(p, lr=0.01), 1)
     cfg = config.load(overrides=[f"train.epochs={epochs}"])
-    train_experience(module, ordered_experience(), trainer_factory(cfg)(epochs), LoaderSettings(5, 64, shuffle=shuffle))
+    settings = LoaderSettings(5, 64, shuffle=shuffle, drop_last=drop_last, batches_per_call=per_call)
+    train_experience(module, ordered_experience(), trainer_factory(cfg)(epochs), settings)
     return strategy.seen
 
 
@@ -49,6 +50,14 @@ def test_shuffle_off_keeps_the_stream_order_batch_by_batch():
     expected = [order[i : i + 5] for i in range(0, N, 5)]
     assert batches_seen(shuffle=False) == expected
     assert batches_seen(shuffle=False, epochs=2) == expected + expected  # every epoch the same order
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_several_batches_per_call_keep_every_batch_and_its_order_over_epochs(drop_last):
+    reference = batches_seen(shuffle=True, epochs=2, per_call=1, drop_last=drop_last)  # the data loader's batches
+    assert [len(b) for b in reference] == ([5, 5, 5, 5] if drop_last else [5, 5, 5, 5, 3]) * 2
+    for per_call in (3, 16):
+        assert batches_seen(shuffle=True, epochs=2, per_call=per_call, drop_last=drop_last) == reference
 
 
 def test_shuffle_on_sees_every_sample_once_in_another_order():
