@@ -132,12 +132,14 @@ class ContinualModule(L.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = lr
         output = self.strategy.training_loss(self.model, batch)
+        loss_value = None
         if output.loss.device.type == "cpu":  # free on CPU; on accelerators checked per report (no sync per step)
-            self._check_finite(output.loss.detach().item())
+            loss_value = output.loss.detach().item()
+            self._check_finite(loss_value)
         optimizer.zero_grad()
         self.manual_backward(output.loss)
         optimizer.step()
-        self._accumulate(output)
+        self._accumulate(output, loss_value)
         with torch.no_grad():
             self.strategy.after_training_step(self.model, batch, output)
         self.train_steps.add_(1)  # in place: no module attribute assignment per step
@@ -174,12 +176,18 @@ class ContinualModule(L.LightningModule):
                 "or use trainer.precision=32-true"
             )
 
-    def _accumulate(self, output: StepOutput) -> None:
-        """Add this step's losses to the pending sums: Python floats on CPU, on-device tensors elsewhere (no sync)."""
+    def _accumulate(self, output: StepOutput, loss_value: float | None = None) -> None:
+        """Add this step's losses to the pending sums: Python floats on CPU, on-device tensors elsewhere (no sync).
+
+        ``loss_value``: the loss when the caller has already read it as a float (it is not read twice).
+        """
         on_cpu = output.loss.device.type == "cpu"
-        for key, value in (("loss", output.loss), *output.parts.items()):
-            name = f"train/{key}"
-            added = value.detach().item() if on_cpu else value.detach().float()
+        if on_cpu and loss_value is None:
+            loss_value = output.loss.detach().item()
+        values: dict[str, Any] = {"train/loss": loss_value if on_cpu else output.loss.detach().float()}
+        for key, value in output.parts.items():
+            values[f"train/{key}"] = value.detach().item() if on_cpu else value.detach().float()
+        for name, added in values.items():
             self._pending[name] = self._pending.get(name, 0.0) + added
         self._pending_steps += 1
 

@@ -64,19 +64,27 @@ def joint_tokens(model: CAVMAE, video: torch.Tensor, audio: torch.Tensor) -> tup
     return joint_pass(model, *modality_codes(model, video, audio))
 
 
-def avm_loss(avm: AVMatching, model: CAVMAE, a_codes: torch.Tensor, v_codes: torch.Tensor) -> torch.Tensor:
+def avm_loss(
+    avm: AVMatching,
+    model: CAVMAE,
+    a_codes: torch.Tensor,
+    v_codes: torch.Tensor,
+    matched: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """BCE of the AVM on matched pairs (first half) and mismatched pairs (second half, videos rolled by one).
 
     As in the official code (``learn_multimodal_relationship``), the mismatched pairs are encoded jointly as
     pairs: the modality codes of an audio and another clip's video go through the shared blocks together, so
     the negatives' tokens never saw their own partner (rolling already jointly-encoded tokens would leave each
-    token with a trace of its true partner, a shortcut for the matching head).
+    token with a trace of its true partner, a shortcut for the matching head). ``matched``: the joint tokens of
+    the matched clips when the caller already has them (their first half is used, not encoded again).
     """
     half = len(a_codes) // 2
     if len(a_codes) - half < 2:
         return a_codes.new_zeros(())
-    v_mixed = torch.cat([v_codes[:half], v_codes[half:].roll(1, 0)])
-    a, v = joint_pass(model, a_codes, v_mixed)
+    a_pos, v_pos = matched if matched is not None else joint_pass(model, a_codes[:half], v_codes[:half])
+    a_neg, v_neg = joint_pass(model, a_codes[half:], v_codes[half:].roll(1, 0))
+    a, v = torch.cat([a_pos[:half], a_neg]), torch.cat([v_pos[:half], v_neg])
     target = torch.cat([a.new_ones(half), a.new_zeros(len(a) - half)])
     return F.binary_cross_entropy_with_logits(avm(a, v), target)
 
@@ -176,7 +184,7 @@ class FLAVA(AVReplay):
         a_codes, v_codes = modality_codes(model, video, audio)
         a_tok, v_tok = joint_pass(model, a_codes, v_codes)
         assert self.avm is not None  # built in setup
-        bce = avm_loss(self.avm, model, a_codes, v_codes)
+        bce = avm_loss(self.avm, model, a_codes, v_codes, matched=(a_tok, v_tok))
         s = self.scores(a_tok, v_tok)
         replay = self.memory.sample(self.replay_batch_size or n, device=video.device)
         if not replay or int(self.steps) < self.avm_warmup_steps:

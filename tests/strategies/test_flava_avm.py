@@ -64,3 +64,15 @@ def test_avm_negatives_are_mismatched_pairs_encoded_jointly():
     a_all, v_all = joint_tokens(model, data.video, data.audio)
     assert not torch.allclose(a_seen[4:], a_all[4:], atol=1e-4)
     assert not torch.allclose(v_seen[4:], v_all[4:].roll(1, 0), atol=1e-4)
+
+
+def test_avm_loss_reuses_the_matched_tokens_the_step_already_has():
+    torch.manual_seed(0)
+    model = CAVMAE(CAVMAEConfig.tiny()).eval()
+    data = av_synthetic(tasks=((0, 1),), train_per_task=8, test_per_task=2, seed=0).train[0]
+    a_codes, v_codes = modality_codes(model, data.video, data.audio)
+    fresh, reused = _RecordingAVM(), _RecordingAVM()
+    avm_loss(fresh, model, a_codes, v_codes)
+    avm_loss(reused, model, a_codes, v_codes, matched=joint_pass(model, a_codes, v_codes))
+    for got, expected in zip(reused.seen, fresh.seen, strict=True):
+        assert torch.allclose(got, expected, atol=1e-6)
