@@ -31,7 +31,7 @@ ui experiment="" port="5000":
 
 # online ER/PCR/HPCR throughput vs a plain PyTorch loop (and Avalanche for ER), MLP and reduced ResNet-18 (~15 min on 2 cores)
 bench:
-    OMP_NUM_THREADS=1 python benchmarks/throughput.py --repeats 3 --json benchmarks/results/throughput.json
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --repeats 5 --json benchmarks/results/throughput.json
 
 # stability/plasticity: layer-wise CKA and linear probes, finetune vs ER (+ hpcr), 3 seeds (~2 min)
 stability:

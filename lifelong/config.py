@@ -139,7 +139,7 @@ class TrainConfig:
     num_workers: int = 0
     log_every_n_steps: int = 20
     drop_last: bool = False  # train on full batches only (the last partial batch of each epoch is dropped)
-    batches_per_call: int = 16  # mini-batches per call of Lightning's training_step, one optimizer update each
+    batches_per_call: int = 64  # mini-batches per call of Lightning's training_step, one optimizer update each
 
 
 @dataclass

@@ -19,6 +19,7 @@ from lifelong.analysis import Analysis
 from lifelong.data.types import Experience, Stream, TensorExperienceDataset, identity_collate
 from lifelong.errors import ConfigError
 from lifelong.metrics.score_matrices import ScoreMatrices
+from lifelong.minibatches import GatheredBatches
 from lifelong.module import ContinualModule
 from lifelong.step_checkpoint import EpochsLoader, StepCheckpoint, start_snapshot
 
@@ -57,7 +58,7 @@ class LoaderSettings:
     seed: int = 0
     drop_last: bool = False  # training batches: full batches only (the last partial batch of an epoch is dropped)
     shuffle: bool = True  # training batches: shuffled, or in the order the experience's dataset gives (``False``)
-    batches_per_call: int = 16  # training mini-batches per call of Lightning's training_step (one update each)
+    batches_per_call: int = 64  # training mini-batches per call of Lightning's training_step (one update each)
 
 
 class ShardSampler(DistributedSampler):
@@ -111,7 +112,8 @@ class GatheredChunks:
 
     ``loader`` yields chunks of ``per_call * batch_size`` samples drawn by the same sampler and generator as a
     loader of ``batch_size`` would draw them (a permutation does not depend on the batch size), so the
-    mini-batches are the same, in the same order, without the data loader's per-batch work.
+    mini-batches are the same, in the same order, without the data loader's per-batch work; a chunk goes to the
+    device as one :class:`GatheredBatches` and is split there.
     """
 
     def __init__(self, loader: DataLoader, batch_size: int) -> None:
@@ -122,10 +124,9 @@ class GatheredChunks:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[list[Any]]:
-        size = self.batch_size
+    def __iter__(self) -> Iterator[GatheredBatches]:
         for x, y, t in self.loader:
-            yield [(x[i : i + size], y[i : i + size], t[i : i + size]) for i in range(0, len(y), size)]
+            yield GatheredBatches(x, y, t, self.batch_size)
 
 
 def training_batches(

@@ -12,11 +12,14 @@ from torch import nn
 
 from lifelong.annealing import InfiniteLR
 from lifelong.errors import NonFiniteLossError
+from lifelong.loss_sums import LossSums
 from lifelong.metrics.evaluators import AccuracyEvaluator, Evaluator
+from lifelong.minibatches import mini_batches
 from lifelong.optimizer_carry import CarriedOptimizer
 from lifelong.progress import LiveBar
 from lifelong.signals import StopRequest
 from lifelong.strategies.base import StepOutput, Strategy
+from lifelong.update_path import direct_update, direct_updates_allowed
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 StepReporter = Callable[[int, dict[str, float]], None]
@@ -68,8 +71,9 @@ class ContinualModule(L.LightningModule):
         self.step_reporter: StepReporter | None = None
         self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
         self.stop_request: StopRequest | None = None
-        self._pending: dict[str, Any] = {}  # name -> sum since the last report (float, or tensor on accelerators)
-        self._pending_steps = 0
+        self.loss_sums = LossSums()  # since the last report
+        self.direct_updates: bool | None = None  # None: decided per fit (:mod:`lifelong.update_path`); False: never
+        self._direct = False
 
     def setup(self, stage: str) -> None:
         """Shard the strategy's memories for this rank and keep all strategy buffers out of DDP's broadcasts.
@@ -81,6 +85,7 @@ class ContinualModule(L.LightningModule):
         self._ddp_params_and_buffers_to_ignore = [f"strategy.{name}" for name, _ in self.strategy.named_buffers()]
 
     def on_train_start(self) -> None:
+        self._direct = self.direct_updates is not False and direct_updates_allowed(self.trainer)
         if self.stop_request is not None:
             self.stop_request.arm()
         if self.progress is not None and self.global_rank == 0:
@@ -115,14 +120,16 @@ class ContinualModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """A list of consecutive mini-batches (``lifelong.loop.BatchChunks``): one optimizer update each, in order.
+        """Consecutive mini-batches (:mod:`lifelong.minibatches`): one optimizer update each, in order.
 
         Optimisation is manual so that several online mini-batches share one call of Lightning's per-step machinery;
         every update still goes through Lightning (``manual_backward`` and the optimizer wrapper), so precision
         plugins, gradient scaling and DDP's gradient reduction apply to each as they would to an automatic step.
+        Where that dispatch is provably empty (one device, fp32 or bf16 autocast, no hooks, no profiler), an
+        update calls ``backward`` and the optimizer's step directly (:mod:`lifelong.update_path`).
         """
         optimizer = self.optimizers()
-        for one in batch:
+        for one in mini_batches(batch):
             self._update(one, optimizer)
 
     def _update(self, batch: Any, optimizer: Any) -> None:
@@ -137,15 +144,18 @@ class ContinualModule(L.LightningModule):
             loss_value = output.loss.detach().item()
             self._check_finite(loss_value)
         optimizer.zero_grad()
-        self.manual_backward(output.loss)
-        optimizer.step()
+        if self._direct:
+            direct_update(output.loss, optimizer)
+        else:
+            self.manual_backward(output.loss)
+            optimizer.step()
         self._accumulate(output, loss_value)
         with torch.no_grad():
             self.strategy.after_training_step(self.model, batch, output)
         self.train_steps.add_(1)  # in place: no module attribute assignment per step
         if self.progress is not None and self.global_rank == 0:
             self.progress.on_step()
-        if self._pending_steps >= self.log_every_n_steps:
+        if self.loss_sums.steps >= self.log_every_n_steps:
             self.flush_train_metrics()
         if self.stop_request is not None and self._stop_agreed(self.stop_request.requested):
             self.flush_train_metrics()
@@ -179,35 +189,32 @@ class ContinualModule(L.LightningModule):
     def _accumulate(self, output: StepOutput, loss_value: float | None = None) -> None:
         """Add this step's losses to the pending sums: Python floats on CPU, on-device tensors elsewhere (no sync).
 
-        ``loss_value``: the loss when the caller has already read it as a float (it is not read twice).
+        ``loss_value``: the loss already read as a float on CPU (it is not read twice); ``None`` (accelerators):
+        the values stay tensors, read when reported.
         """
-        on_cpu = output.loss.device.type == "cpu"
-        if on_cpu and loss_value is None:
-            loss_value = output.loss.detach().item()
+        on_cpu = loss_value is not None
         values: dict[str, Any] = {"train/loss": loss_value if on_cpu else output.loss.detach().float()}
         for key, value in output.parts.items():
             values[f"train/{key}"] = value.detach().item() if on_cpu else value.detach().float()
-        for name, added in values.items():
-            self._pending[name] = self._pending.get(name, 0.0) + added
-        self._pending_steps += 1
+        self.loss_sums.add(values)
 
     def pending_losses(self) -> dict[str, Any]:
         """The training losses accumulated since the last report (saved by a checkpoint inside an experience)."""
-        return {"pending": dict(self._pending), "pending_steps": self._pending_steps}
+        return self.loss_sums.state()
 
     def load_pending_losses(self, state: dict[str, Any]) -> None:
         """Continue accumulating from :meth:`pending_losses` of a checkpoint."""
-        self._pending, self._pending_steps = dict(state["pending"]), int(state["pending_steps"])
+        self.loss_sums.load(state)
 
     def flush_train_metrics(self) -> None:
         """Report the mean of the pending training losses at the current global step."""
-        if self._pending_steps and "train/loss" in self._pending:
-            first = int(self.train_steps) - self._pending_steps
-            self._check_finite(self._pending["train/loss"], f"between global steps {first} and {int(self.train_steps)}")
-        if self._pending_steps and self.step_reporter is not None:
-            means = {k: float(v) / self._pending_steps for k, v in self._pending.items()}
-            self.step_reporter(int(self.train_steps), means)
-        self._pending, self._pending_steps = {}, 0
+        sums, steps = self.loss_sums.sums, self.loss_sums.steps
+        if steps and "train/loss" in sums:  # checked before the sums are taken: a failed check leaves them
+            first = int(self.train_steps) - steps
+            self._check_finite(sums["train/loss"], f"between global steps {first} and {int(self.train_steps)}")
+        self.loss_sums.take()
+        if steps and self.step_reporter is not None:
+            self.step_reporter(int(self.train_steps), {k: float(v) / steps for k, v in sums.items()})
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.evaluator.update(self.model, self.strategy, batch, dataloader_idx)

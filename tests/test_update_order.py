@@ -2,7 +2,8 @@
 
 The reference is a bare PyTorch loop over the same loader: the strategy's loss, ``zero_grad``, ``backward``,
 ``step``, the strategy's memory update, one mini-batch at a time. The Lightning path must produce the same
-per-step losses and the same final weights, bit for bit (CPU, fp32, fixed seed), for any chunk size.
+per-step losses and the same final weights, bit for bit (CPU, fp32, fixed seed), for any chunk size, both through
+Lightning's ``manual_backward`` and optimizer wrapper and on the direct update path (:mod:`lifelong.update_path`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ def parts(method: str, per_call: int = 1) -> tuple[config.ExperimentConfig, list
     return cfg, stream.train[:EXPERIENCES], module
 
 
-def lightning_run(method: str, per_call: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+def lightning_run(method: str, per_call: int, direct: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Losses and final weights through Lightning; ``direct=False`` forces Lightning's own update dispatch."""
     cfg, experiences, module = parts(method, per_call)
+    module.direct_updates = None if direct else False
     losses: list[float] = []
     module.step_reporter = lambda step, metrics: losses.append(metrics["train/loss"])
     for experience in experiences:
-        train_experience(module, experience, trainer_factory(cfg)(), loader_settings(cfg))
+        trainer = trainer_factory(cfg)()
+        train_experience(module, experience, trainer, loader_settings(cfg))
+        assert module._direct is direct  # the path this run claims to test was the one taken
+        assert trainer.global_step == 8  # Lightning counted every update on either path
     return losses, module.model.state_dict()
 
 
@@ -64,12 +70,13 @@ def bare_run(method: str) -> tuple[list[float], dict[str, torch.Tensor]]:
     return losses, model.state_dict()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "lightning-dispatch"])
 @pytest.mark.parametrize("method", ["er", "hpcr"])
-def test_chunked_steps_match_a_bare_loop_step_by_step(method):
+def test_chunked_steps_match_a_bare_loop_step_by_step(method, direct):
     reference_losses, reference_weights = bare_run(method)
     assert len(reference_losses) == 8 * EXPERIENCES
     for per_call in (1, 3, 16):  # one per call; chunks with a short last one; the whole task in one call
-        losses, weights = lightning_run(method, per_call)
+        losses, weights = lightning_run(method, per_call, direct)
         assert losses == reference_losses, f"batches_per_call={per_call}"
         assert weights.keys() == reference_weights.keys()
         for name, value in weights.items():
