@@ -92,7 +92,7 @@ def config(method: str, seed: int, args: argparse.Namespace):
             "model_kwargs": {"contrastive_weight": args.init_contrastive_weight},
             "avm_epochs": args.avm_epochs,
             "cache_dir": args.init_cache,
-            "checkpoint": getattr(args, "init_checkpoint", None),  # set by --shared-init: one file for every run
+            "checkpoint": args.init_checkpoint,  # --init-checkpoint, or set by --shared-init: one file for every run
         }
     return config_lib.load(overrides=[f"{k}={json.dumps(v)}" for k, v in cfg.items()])
 
@@ -195,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "runs all start from the same pretrained CAV-MAE + AVM; default: one init checkpoint per seed",
     )
     parser.add_argument("--init-seed", type=int, default=0, help="the seed of the shared init checkpoint")
+    parser.add_argument(
+        "--init-checkpoint",
+        default=None,
+        help="start every run from this init checkpoint (e.g. a shared one trained with other loss-only settings)",
+    )
     parser.add_argument("--init-cache", default="runs/init")
     parser.add_argument("--output-dir", default="runs/benchmarks", help="run folders (tracking and checkpoints off)")
     parser.add_argument("--out", default="benchmarks/results/flava.json")
@@ -211,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ThreadPoolExecutor(args.jobs) as pool:
-        if args.init_voices and args.shared_init:  # one init checkpoint (seed --init-seed) for every run
+        if args.init_checkpoint:  # a ready init checkpoint for every run
+            pass
+        elif args.init_voices and args.shared_init:  # one init checkpoint (seed --init-seed) for every run
             shared = run_one(methods[0], args.init_seed, args, _init_child)
             args.init_checkpoint, args.init_wall_s = shared["checkpoint"], shared["wall_s"]
             print(f"shared init: {args.init_checkpoint} ({args.init_wall_s:.0f} s, 0 if it was cached)")

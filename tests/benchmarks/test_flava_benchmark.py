@@ -27,6 +27,11 @@ def test_shared_init_checkpoint_starts_every_method_and_seed(flava):
             assert cfg.init.checkpoint == "runs/init/init-abc.pt"
 
 
+def test_a_ready_init_checkpoint_starts_every_run(flava):
+    args = flava.parse_args([*LAYOUT, "--contrastive-weight", "1.0", "--init-checkpoint", "shared.pt"])
+    assert {flava.config(m, s, args).init.checkpoint for m in flava.METHODS for s in (0, 2)} == {"shared.pt"}
+
+
 def test_init_pool_has_the_stream_layout_and_the_init_knobs(flava):
     cfg = flava.config("derpp", 0, flava.parse_args([*LAYOUT, "--init-lr", "3e-4", "--init-batch-size", "32"]))
     params = cfg.init.params
