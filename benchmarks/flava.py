@@ -13,6 +13,10 @@ Test protocol: by default held-out digit images with fresh renditions of the tra
     OMP_NUM_THREADS=1 python benchmarks/flava.py --jobs 2   # 3 seeds, writes benchmarks/results/flava.json (~20 min)
     OMP_NUM_THREADS=1 python benchmarks/flava.py --joint --methods finetune --seeds 1 --out /tmp/joint.json
     python benchmarks/flava.py --merge seeds0-2.json seeds3-5.json --out all.json   # one table of both
+
+``--shared-init`` trains ONE init checkpoint (seed ``--init-seed``) and starts every (method, seed) from it, as
+the paper's runs all start from one pretrained CAV-MAE + AVM; ``--init-checkpoint`` loads a ready one. The
+256 + 256-token benchmark of ``benchmarks/results/flava.md`` (first section) gives its exact commands.
 """
 
 from __future__ import annotations
