@@ -13,6 +13,10 @@ Test protocol: by default held-out digit images with fresh renditions of the tra
     OMP_NUM_THREADS=1 python benchmarks/flava.py --jobs 2   # 3 seeds, writes benchmarks/results/flava.json (~20 min)
     OMP_NUM_THREADS=1 python benchmarks/flava.py --joint --methods finetune --seeds 1 --out /tmp/joint.json
     python benchmarks/flava.py --merge seeds0-2.json seeds3-5.json --out all.json   # one table of both
+
+``--shared-init`` trains ONE init checkpoint (seed ``--init-seed``) and starts every (method, seed) from it, as
+the paper's runs all start from one pretrained CAV-MAE + AVM; ``--init-checkpoint`` loads a ready one. The
+256 + 256-token benchmark of ``benchmarks/results/flava.md`` (first section) gives its exact commands.
 """
 
 from __future__ import annotations
@@ -78,14 +82,21 @@ def config(method: str, seed: int, args: argparse.Namespace):
     if args.init_voices:
         init_stream = {"tasks": [list(range(10))], "train_voices": args.init_voices.split(",")}
         init_stream["train_copies"] = args.init_copies
+        # the pool's clips in the stream's layout (part of the init section, so of the cache key)
+        init_stream.update(
+            {k: stream[k] for k in ("frames", "image_size", "target_frames", "mel_bins", "frame_shift_ms")}
+        )
         cfg["init"] = {
             "dataset": "av_digits",
             "params": init_stream,
             "strategy": "av_contrast" if args.init_contrast == "unmasked" else "av_finetune",
             "epochs": args.init_epochs,
+            "lr": args.init_lr,
+            "batch_size": args.init_batch_size,
             "model_kwargs": {"contrastive_weight": args.init_contrastive_weight},
             "avm_epochs": args.avm_epochs,
             "cache_dir": args.init_cache,
+            "checkpoint": args.init_checkpoint,  # --init-checkpoint, or set by --shared-init: one file for every run
         }
     return config_lib.load(overrides=[f"{k}={json.dumps(v)}" for k, v in cfg.items()])
 
@@ -122,10 +133,13 @@ def _init_child(method: str, seed: int, args: argparse.Namespace, queue: mp.Queu
 
     torch.set_num_threads(1)
     from lifelong.build import build_parts
+    from lifelong.init_stage import init_key
 
     start = time.perf_counter()
-    build_parts(config(method, seed, args))  # trains and caches the init checkpoint of this seed
-    queue.put({"wall_s": time.perf_counter() - start})
+    cfg = config(method, seed, args)
+    build_parts(cfg)  # trains and caches the init checkpoint of this seed (loads it when cached)
+    path = Path(cfg.init.cache_dir or Path(cfg.output_dir) / "init") / f"init-{init_key(cfg.init, cfg.model, seed)}.pt"
+    queue.put({"wall_s": time.perf_counter() - start, "checkpoint": str(path)})
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace, target=_child) -> dict:
@@ -143,7 +157,8 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's arguments (``argv`` default: the command line)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
@@ -175,11 +190,29 @@ def main() -> None:
     parser.add_argument("--init-contrast", default="unmasked", choices=("masked", "unmasked"))
     parser.add_argument("--init-contrastive-weight", type=float, default=1.0)
     parser.add_argument("--avm-epochs", type=int, default=3)
+    parser.add_argument("--init-lr", type=float, default=None, help="the init stage's lr (default: --lr)")
+    parser.add_argument("--init-batch-size", type=int, default=None, help="the init stage's batch (default: 16)")
+    parser.add_argument(
+        "--shared-init",
+        action="store_true",
+        help="train ONE init checkpoint (seed --init-seed) and start every (method, seed) from it, as the paper's "
+        "runs all start from the same pretrained CAV-MAE + AVM; default: one init checkpoint per seed",
+    )
+    parser.add_argument("--init-seed", type=int, default=0, help="the seed of the shared init checkpoint")
+    parser.add_argument(
+        "--init-checkpoint",
+        default=None,
+        help="start every run from this init checkpoint (e.g. a shared one trained with other loss-only settings)",
+    )
     parser.add_argument("--init-cache", default="runs/init")
     parser.add_argument("--output-dir", default="runs/benchmarks", help="run folders (tracking and checkpoints off)")
     parser.add_argument("--out", default="benchmarks/results/flava.json")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only combine these result files into --out")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.merge:
         runs, merged_args = merged_runs(args.merge)
         write_table(runs, merged_args, Path(args.out))
@@ -187,7 +220,13 @@ def main() -> None:
     methods = args.methods.split(",")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     with ThreadPoolExecutor(args.jobs) as pool:
-        if args.init_voices:  # one init checkpoint per seed, trained before the methods that share it
+        if args.init_checkpoint:  # a ready init checkpoint for every run
+            pass
+        elif args.init_voices and args.shared_init:  # one init checkpoint (seed --init-seed) for every run
+            shared = run_one(methods[0], args.init_seed, args, _init_child)
+            args.init_checkpoint, args.init_wall_s = shared["checkpoint"], shared["wall_s"]
+            print(f"shared init: {args.init_checkpoint} ({args.init_wall_s:.0f} s, 0 if it was cached)")
+        elif args.init_voices:  # one init checkpoint per seed, trained before the methods that share it
             init_wall = list(pool.map(lambda s: run_one(methods[0], s, args, _init_child)["wall_s"], seeds))
             print("init stage wall seconds per seed:", [round(w) for w in init_wall])
         jobs = {(m, s): pool.submit(run_one, m, s, args) for m in methods for s in seeds}
@@ -208,21 +247,41 @@ def merged_runs(paths: list[str]) -> tuple[dict[str, list[dict]], list[dict]]:
 
 
 def write_table(runs: dict[str, list[dict]], args: dict | list, out: Path) -> None:
-    """Print the mean ± std table of ``runs`` and write it, the arguments and the runs to ``out``."""
+    """Print the mean ± std tables of ``runs`` and write them, the arguments and the runs to ``out``.
+
+    Table 1: R@1 average and forgetting (class level), the init checkpoint's R@1 (the matrices' "init" row,
+    mean over the tasks), samples/s and peak memory. Table 2: R@5 / R@10 averages and the instance-level R@1.
+    Last: the paired difference FLAVA - DER++ (mean ± standard error over the shared seeds) when both ran.
+    """
     keys = ["a2v/R@1/average", "a2v/R@1/forgetting", "v2a/R@1/average", "v2a/R@1/forgetting"]
+    more = [f"{d}/R@{k}/average" for k in (5, 10) for d in ("a2v", "v2a")]
+    more += [f"{d}_inst/R@1/average" for d in ("a2v", "v2a")]
     table = {}
-    lines = ["| method | runs | " + " | ".join(keys) + " | samples/s | peak RSS (MB) |", "|" + "---|" * (len(keys) + 4)]
+    head = " | ".join(keys)
+    lines = [f"| method | runs | {head} | init a2v / v2a R@1 | samples/s | peak RSS (MB) |", "|" + "---|" * 9]
+    lines2 = ["| method | " + " | ".join(more) + " |", "|" + "---|" * (len(more) + 1)]
     for m, rs in runs.items():
-        row = {k: [r["summary"][k] for r in rs] for k in keys}
+        row = {k: [r["summary"][k] for r in rs if k in r["summary"]] for k in keys + more}
+        row["init a2v/R@1"] = [statistics.mean(r["initial"]["a2v_R1"]) for r in rs if r["initial"]["a2v_R1"]]
+        row["init v2a/R@1"] = [statistics.mean(r["initial"]["v2a_R1"]) for r in rs if r["initial"]["v2a_R1"]]
         row["samples_per_s"] = [r["samples_per_s"] for r in rs]
         row["peak_rss_mb"] = [r["peak_rss_mb"] for r in rs]
         table[m] = row
         cells = [_ms(row[k]) for k in keys]
+        init = " / ".join(f"{statistics.mean(row[k]):.3f}" if row[k] else "-" for k in ("init a2v/R@1", "init v2a/R@1"))
         sps, rss = statistics.mean(row["samples_per_s"]), statistics.mean(row["peak_rss_mb"])
-        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {sps:.0f} | {rss:.0f} |")
+        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {init} | {sps:.0f} | {rss:.0f} |")
+        lines2.append(f"| {m} | " + " | ".join(_ms(row[k]) if row[k] else "-" for k in more) + " |")
+    diffs = {}
+    if "flava" in runs and "derpp" in runs and len(runs["flava"]) == len(runs["derpp"]) > 1:
+        for k in ("a2v/R@1/average", "v2a/R@1/average", "a2v/R@1/forgetting", "v2a/R@1/forgetting"):
+            d = [f["summary"][k] - g["summary"][k] for f, g in zip(runs["flava"], runs["derpp"], strict=True)]
+            diffs[k] = {"mean": statistics.mean(d), "se": statistics.stdev(d) / len(d) ** 0.5, "per_seed": d}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": args, "table": table, "runs": runs}, indent=1))
-    print("\n".join(lines))
+    out.write_text(json.dumps({"args": args, "table": table, "flava_minus_derpp": diffs, "runs": runs}, indent=1))
+    print("\n".join(lines + [""] + lines2))
+    for k, d in diffs.items():
+        print(f"FLAVA - DER++ {k}: {d['mean']:+.3f} ± {d['se']:.3f} (s.e., paired over {len(d['per_seed'])} seeds)")
     print(f"chance R@1 (label match, 10 digits) = 0.1; wrote {out}")
 
 
