@@ -71,7 +71,7 @@ class ContinualModule(L.LightningModule):
         self.step_reporter: StepReporter | None = None
         self.progress: LiveBar | None = None  # the live bar of an interactive terminal (rank 0)
         self.stop_request: StopRequest | None = None
-        self.loss_sums = LossSums()  # since the last report
+        self.loss_sums = LossSums()  # since the last report; a checkpoint inside an experience saves them
         self.direct_updates: bool | None = None  # None: decided per fit (:mod:`lifelong.update_path`); False: never
         self._direct = False
 
@@ -198,21 +198,13 @@ class ContinualModule(L.LightningModule):
             values[f"train/{key}"] = value.detach().item() if on_cpu else value.detach().float()
         self.loss_sums.add(values)
 
-    def pending_losses(self) -> dict[str, Any]:
-        """The training losses accumulated since the last report (saved by a checkpoint inside an experience)."""
-        return self.loss_sums.state()
-
-    def load_pending_losses(self, state: dict[str, Any]) -> None:
-        """Continue accumulating from :meth:`pending_losses` of a checkpoint."""
-        self.loss_sums.load(state)
-
     def flush_train_metrics(self) -> None:
         """Report the mean of the pending training losses at the current global step."""
-        sums, steps = self.loss_sums.sums, self.loss_sums.steps
-        if steps and "train/loss" in sums:  # checked before the sums are taken: a failed check leaves them
-            first = int(self.train_steps) - steps
-            self._check_finite(sums["train/loss"], f"between global steps {first} and {int(self.train_steps)}")
-        self.loss_sums.take()
+        pending = self.loss_sums
+        if pending.steps and "train/loss" in pending.sums:  # checked before they are taken: a failure keeps them
+            first = int(self.train_steps) - pending.steps
+            self._check_finite(pending.sums["train/loss"], f"between global steps {first} and {int(self.train_steps)}")
+        sums, steps = pending.take()
         if steps and self.step_reporter is not None:
             self.step_reporter(int(self.train_steps), {k: float(v) / steps for k, v in sums.items()})
 

@@ -84,7 +84,7 @@ class StepCheckpoint(L.Callback):
         pl_module.load_state_dict(self.resumed["module"])
         trainer.optimizers[0].load_state_dict(self.resumed["optimizer"])
         module: Any = pl_module  # a ContinualModule
-        module.load_pending_losses(self.resumed)
+        module.loss_sums.load(self.resumed)
         set_rng_state(self.resumed["rng"])
 
     def on_train_batch_start(
@@ -99,7 +99,7 @@ class StepCheckpoint(L.Callback):
             "steps": done,
             "module": module.state_dict(),
             "optimizer": trainer.optimizers[0].state_dict(),
-            **module.pending_losses(),
+            **module.loss_sums.state(),
             "rng": rng_state(),
         }
         self.checkpoints.save(self.experience - 1, self.matrix, step=step, start=self.start)

@@ -27,13 +27,17 @@ class BackwardCounter(L.Callback):
 
 
 def one_experience(
-    overrides: list[str], callbacks: list[L.Callback] | None = None, trainer: L.Trainer | None = None
+    overrides: list[str],
+    callbacks: list[L.Callback] | None = None,
+    trainer: L.Trainer | None = None,
+    direct_updates: bool | None = None,
 ) -> tuple[ContinualModule, L.Trainer]:
     """ER on the first Split Fashion-MNIST task (40 samples, batches of 10: 4 updates) with ``overrides``."""
     base = ["stream.train_per_class=20", "stream.test_per_class=1", "model.backbone_kwargs.hidden=[16]"]
     cfg = config.load("experiments/fmnist_online_er.yaml", [*base, *overrides])
     torch.manual_seed(0)
     stream, module = build_parts(cfg)
+    module.direct_updates = direct_updates
     module.strategy.setup(module.model, stream.info)
     trainer = trainer or trainer_factory(cfg)()
     for callback in callbacks or []:
@@ -81,10 +85,5 @@ def test_plain_precision_is_fp32_or_autocast_without_a_scaler():
 
 
 def test_direct_updates_false_forces_lightnings_path():
-    cfg = config.load("experiments/fmnist_online_er.yaml", ["stream.train_per_class=20", "stream.test_per_class=1"])
-    torch.manual_seed(0)
-    stream, module = build_parts(cfg)
-    module.direct_updates = False
-    module.strategy.setup(module.model, stream.info)
-    train_experience(module, stream.train[0], trainer_factory(cfg)(), loader_settings(cfg))
+    module, _ = one_experience([], direct_updates=False)
     assert not module._direct
