@@ -80,3 +80,27 @@ def test_table_has_the_init_row_and_the_paired_flava_minus_derpp(flava, tmp_path
     assert diff["mean"] == pytest.approx(0.0)
     assert diff["se"] == pytest.approx(0.05)  # sd 0.0707 / sqrt(2)
     assert result["flava_minus_derpp"]["v2a/R@1/average"]["mean"] == pytest.approx(0.0)
+
+
+def test_the_shipped_256_token_yaml_is_the_readme_tables_run(flava):
+    """``experiments/pretrain/flava_av_digits_256.yaml`` is the benchmark's run with the commands of flava.md."""
+    from pathlib import Path
+
+    from lifelong import config
+    from lifelong.config import to_dict
+    from lifelong.init_stage import init_key
+
+    commands = [
+        *LAYOUT,
+        *("--audio-chunk", "2", "--visible-ratio", "0.2", "--contrastive-weight", "0.1", "--shared-init"),
+        *("--init-voices", "en,es,fr,ru", "--init-copies", "48", "--init-epochs", "30", "--init-lr", "3e-4"),
+        *("--avm-epochs", "3", "--lr", "1e-4", "--epochs", "5", "--copies", "24"),
+    ]
+    benchmark = flava.config("flava", 0, flava.parse_args(commands))
+    shipped = config.load(Path(__file__).parents[2] / "experiments" / "pretrain" / "flava_av_digits_256.yaml")
+    assert init_key(shipped.init, shipped.model, 0) == init_key(benchmark.init, benchmark.model, 0)
+    differs = {"name", "output_dir", "tracking", "checkpoint"}  # the benchmark's bookkeeping, not its maths
+    ours, theirs = to_dict(shipped), to_dict(benchmark)
+    for cfg in (ours, theirs):
+        cfg["init"].pop("cache_dir")  # runs/init either way: the benchmark names <output_dir>/init's default
+    assert {k: v for k, v in ours.items() if k not in differs} == {k: v for k, v in theirs.items() if k not in differs}
