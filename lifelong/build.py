@@ -12,6 +12,7 @@ is built.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 
 import lightning as L
@@ -42,6 +43,7 @@ from lifelong.metrics.evaluators import EVALUATORS
 from lifelong.models import HEADS, build_av_model, build_model, model_family, validate_backbone
 from lifelong.models.av_models import AUDIO_VIDEO, AV_MODELS, av_model_config
 from lifelong.module import ContinualModule
+from lifelong.progress import LiveBar
 from lifelong.safety import check_code
 from lifelong.schedules import InfiniteSchedule
 from lifelong.strategies import STRATEGIES, Strategy, check_head
@@ -185,12 +187,15 @@ def make_optimizer(cfg: config_lib.OptimConfig):  # noqa: ANN201
     return build
 
 
-def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
+def build_parts(
+    cfg: ExperimentConfig, *, say: Callable[[str], None] | None = None, progress: LiveBar | None = None
+) -> tuple[Stream, ContinualModule]:
     """The stream and the module (model + strategy + evaluator) a config describes.
 
     An audio-video run with an ``init`` section starts from the init stage's weights (trained and cached
     on first use), after which the global random generators are re-seeded, so training draws the same
-    numbers whether the init checkpoint was trained now or loaded.
+    numbers whether the init checkpoint was trained now or loaded. ``say`` and ``progress`` report the
+    init stage (:func:`lifelong.init_stage.initial_state`).
     """
     stream = build_run_stream(cfg)
     model = build_run_model(cfg, stream.info)
@@ -201,7 +206,10 @@ def build_parts(cfg: ExperimentConfig) -> tuple[Stream, ContinualModule]:
         init = cfg.init
         optimizer = make_optimizer(cfg.optim if init.lr is None else replace(cfg.optim, lr=init.lr))
         batch_size = init.batch_size or cfg.train.batch_size
-        state = initial_state(init, cfg.model, optimizer, batch_size, cfg.seed, cfg.output_dir, trainer_factory(cfg))
+        make_trainer = trainer_factory(cfg)
+        state = initial_state(
+            init, cfg.model, optimizer, batch_size, cfg.seed, cfg.output_dir, make_trainer, say=say, progress=progress
+        )
         apply_initial_state(model, strategy, stream.info, state)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     family = model_family(cfg.model.backbone)

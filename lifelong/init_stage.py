@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from lifelong.errors import ConfigError
 from lifelong.loop import LoaderSettings, train_experience
 from lifelong.models.av_models import build_av_model
 from lifelong.module import ContinualModule, OptimizerFactory
+from lifelong.progress import LiveBar
 from lifelong.strategies import STRATEGIES, Strategy
 
 LOSS_ONLY = ("contrastive_weight", "visible_ratio", "tau")
@@ -55,6 +58,9 @@ def initial_state(
     seed: int,
     output_dir: str,
     make_trainer: TrainerFor,
+    *,
+    say: Callable[[str], None] | None = None,
+    progress: LiveBar | None = None,
 ) -> dict[str, Any]:
     """The init checkpoint (``{"model": ..., "avm": ...}``): loaded from ``init.checkpoint`` or the cache, else trained.
 
@@ -66,17 +72,29 @@ def initial_state(
         seed: the run's seed.
         output_dir: the default cache is ``<output_dir>/init``.
         make_trainer: builds a Trainer for a number of epochs (the run's Trainer factory).
+        say: writes a line of the run (which file is loaded, or what is trained: it may take minutes).
+        progress: the live bar of an interactive terminal, drawn while the init stage trains.
 
     """
+    say = say or (lambda line: None)
     if init.checkpoint:
         path = Path(init.checkpoint)
         if not path.is_file():
             raise ConfigError(f"init.checkpoint={path} does not exist; remove it to train the init stage instead")
+        say(f"init: loading {path}")
         return torch.load(path, map_location="cpu", weights_only=True)
     path = Path(init.cache_dir or Path(output_dir) / "init") / f"init-{init_key(init, model, seed)}.pt"
     if path.is_file():
+        say(f"init: loading the cached init stage {path}")
         return torch.load(path, map_location="cpu", weights_only=True)
-    state = train_init(init, model, optimizer, batch_size, seed, make_trainer)
+    say(
+        f"init: training {init.strategy} on the {init.dataset} pool for {init.epochs} epoch(s)"
+        + (f" and an AVM warm-up for {init.avm_epochs}" if init.avm_epochs > 0 else "")
+        + f" before the stream (once: cached as {path})"
+    )
+    started = time.perf_counter()
+    state = train_init(init, model, optimizer, batch_size, seed, make_trainer, progress)
+    say(f"init: trained in {time.perf_counter() - started:.0f} s")
     if not (torch.distributed.is_initialized() and torch.distributed.get_rank() > 0):  # rank 0 writes the cache
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -99,6 +117,7 @@ def train_init(
     batch_size: int,
     seed: int,
     make_trainer: TrainerFor,
+    progress: LiveBar | None = None,
 ) -> dict[str, Any]:
     """Train the model on the init pool with ``init.strategy``, then warm up an AVM on it with the backbone frozen."""
     bad = sorted(set(init.model_kwargs) - set(LOSS_ONLY))
@@ -113,22 +132,41 @@ def train_init(
     model: Any = build_av_model(model_cfg.backbone, {**model_cfg.backbone_kwargs, **init.model_kwargs})
     loaders = LoaderSettings(batch_size, batch_size, 0, seed, drop_last=True)
     objective = STRATEGIES.build(init.strategy, {}, "init.strategy")
-    _fit(model, objective, stream.info, pool, optimizer, loaders, make_trainer(init.epochs))
+    fit = partial(_fit, model, info=stream.info, pool=pool, opt=optimizer, loaders=loaders, progress=progress)
+    fit(objective, make_trainer(init.epochs), label=f"init {init.strategy}")
     warmup = STRATEGIES.build("avm_warmup", {}, "init")
     if init.avm_epochs > 0:
         for p in model.parameters():
             p.requires_grad_(False)
-        _fit(model, warmup, stream.info, pool, optimizer, loaders, make_trainer(init.avm_epochs))
+        fit(warmup, make_trainer(init.avm_epochs), label="init AVM warm-up")
         for p in model.parameters():
             p.requires_grad_(True)
     return {"model": model.state_dict(), "avm": warmup.avm_state() if init.avm_epochs > 0 else {}}
 
 
-def _fit(model: Any, strategy: Strategy, info: StreamInfo, pool: Experience, opt, loaders, trainer) -> None:  # noqa: ANN001
+def _fit(
+    model: Any,
+    strategy: Strategy,
+    trainer: L.Trainer,
+    *,
+    info: StreamInfo,
+    pool: Experience,
+    opt: OptimizerFactory,
+    loaders: LoaderSettings,
+    progress: LiveBar | None,
+    label: str,
+) -> None:
+    """One ``fit`` of ``strategy`` on the whole pool, drawn on ``progress`` (if any) as ``label``."""
     strategy.setup(model, info)
     module = ContinualModule(model, strategy, opt, 0, log_every_n_steps=10**9)
+    module.progress = progress
+    if progress is not None:
+        progress.label = label
     if trainer.max_epochs:
         train_experience(module, pool, trainer, loaders)
+    if progress is not None:
+        progress.clear()
+        progress.label = None
 
 
 def apply_initial_state(model: Any, strategy: Strategy, info: StreamInfo, state: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lifelong import progress
 from lifelong.analysis import Analysis
 from lifelong.data.types import Experience
 from lifelong.logs import LOG
@@ -29,6 +28,7 @@ class RunListener:
         run_dir: Path | None = None,
         analyses: dict[str, Analysis] | None = None,
         on_model: Callable[[int], object] | None = None,
+        bar: LiveBar | None = None,
     ) -> None:
         self.tracker = tracker
         self.on_model = on_model  # logs the model after an experience (lifelong.model_io.ModelLogger)
@@ -41,7 +41,7 @@ class RunListener:
         self.matrix: ScoreMatrices | None = None
         self.global_step = 0
         self._line = ""
-        self.bar = LiveBar() if not quiet and progress.wanted() else None  # the module draws it while training
+        self.bar = bar  # the live bar of an interactive terminal (the module draws it), erased before each line
 
     def on_train_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.last_loss = metrics.get("train/loss", self.last_loss)

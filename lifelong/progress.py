@@ -43,6 +43,7 @@ class LiveBar:
         self.batch_size: int | None = None
         self.step, self.loss, self.started, self.drawn_at = 0, math.nan, 0.0, 0.0
         self.visible = False
+        self.label: str | None = None  # names the fit instead of "exp i/T" (the init stage before the stream)
 
     def on_fit_start(self, experience: int, n_experiences: int, steps: int, batch_size: int | None) -> None:
         """A fit begins: ``steps`` optimizer steps of ``batch_size`` samples on experience ``experience``."""
@@ -62,7 +63,7 @@ class LiveBar:
 
     def render(self, now: float) -> str:
         """The bar's text at time ``now``."""
-        where = "init" if self.experience < 0 else f"exp {self.experience + 1}/{self.n_experiences}"
+        where = self.label or f"exp {self.experience + 1}/{self.n_experiences}"
         fraction = self.step / self.steps if self.steps else 0.0
         filled = int(fraction * self.width)
         parts = [f"{where} [{'#' * filled}{'.' * (self.width - filled)}] step {self.step}/{self.steps}"]

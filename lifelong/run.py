@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from lifelong import config as config_lib
+from lifelong import progress
 from lifelong.build import (
     build_enabled_analyses,
     build_parts,
@@ -33,6 +34,7 @@ from lifelong.logs import LOG, ensure_console
 from lifelong.loop import run_stream
 from lifelong.metrics.accuracy_matrix import AccuracyMatrix
 from lifelong.metrics.score_matrices import ACCURACY, ScoreMatrices, matrix_file
+from lifelong.progress import LiveBar
 from lifelong.provenance import RunExtras, SeedGroup, resolved_params, run_tags, tracked_run_name
 from lifelong.safety import check_writable_dir
 from lifelong.signals import StopRequest
@@ -153,7 +155,8 @@ def run(
         check_writable_dir("output_dir", cfg.output_dir)  # fail fast, before the data is loaded
     if rank == 0 and cfg.tracking.enabled:
         check_store(uri, START_TIMEOUT)
-    stream, module = build_parts(cfg)
+    bar = LiveBar() if not quiet and progress.wanted() else None  # the module draws it while training
+    stream, module = build_parts(cfg, say=None if quiet else LOG.info, progress=bar)  # an init stage says what it does
     analyses = build_enabled_analyses(cfg, stream)
     if previous:
         run_dir = previous[0]
@@ -166,8 +169,8 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         atomic_write_text(run_dir / "config.yaml", config_lib.to_yaml(cfg))  # type: ignore[operator]
     extras = RunExtras(tracker, cfg, stream, module, run_dir, resuming=previous is not None)
-    listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model)
-    module.progress = listener.bar
+    listener = RunListener(tracker, quiet, run_dir, analyses, on_model=extras.log_model, bar=bar)
+    module.progress = bar
     info = {"run_id": tracker.run_id if tracker else None, "experiment": cfg.experiment_name, "run_name": cfg.run_name}
     checkpoints = RunCheckpointer(
         run_dir, rank, world_size, module, analyses, listener, info, previous is not None, cfg.checkpoint.enabled

@@ -54,3 +54,36 @@ def test_no_bar_when_piped(tmp_path):
     assert "exp 1: classes" in done.stdout
     assert "\r" not in done.stdout
     assert "ETA" not in done.stdout
+
+
+def test_the_init_stage_says_what_it_trains_and_draws_its_own_bar(tmp_path):
+    av = [
+        "stream.dataset=av_synthetic",
+        "stream.params={train_per_task: 16, test_per_task: 4, tasks: [[0, 1]]}",
+        "model.backbone=cavmae_tiny",
+        "strategy.name=av_finetune",
+        "train.batch_size=8",
+        "train.drop_last=true",
+        "train.epochs=1",
+        "init.dataset=av_synthetic",
+        "init.params={train_per_task: 16, tasks: [[4, 5]]}",
+        "init.strategy=av_contrast",
+        "init.epochs=2",
+        "init.avm_epochs=1",
+        "tracking.enabled=false",
+        f"output_dir={tmp_path}",
+    ]
+    command = [sys.executable, "-m", "lifelong", "run", "quickstart", *av]
+    status, out = run_on_a_terminal(command, tmp_path)
+    assert status == 0, out
+    (cached,) = (tmp_path / "init").glob("init-*.pt")
+    said = "init: training av_contrast on the av_synthetic pool for 2 epoch(s) and an AVM warm-up for 1"
+    assert said in out
+    assert f"(once: cached as {cached})" in out
+    assert "init av_contrast [####################] step 4/4" in out  # 16 pairs in batches of 8, 2 epochs
+    assert "init AVM warm-up [####################] step 2/2" in out
+    assert out.index(said) < out.index("init av_contrast [") < out.index("init: trained in ") < out.index("exp 1/1 [")
+    status, again = run_on_a_terminal(command, tmp_path)
+    assert status == 0, again
+    assert f"init: loading the cached init stage {cached}" in again
+    assert "init av_contrast [" not in again
